@@ -1,0 +1,19 @@
+"""Python client for dprscope: ``RetrieverClient`` (blocking) and ``AsyncRetrieverClient``."""
+
+from __future__ import annotations
+
+from dprscope_client.aio import AsyncRetrieverClient
+from dprscope_client.errors import RetrieverError
+from dprscope_client.sync import RetrieverClient
+from dprscope_client.types import Hit, IndexInfo, Passage, PassagesResult, SearchResult
+
+__all__ = [
+    "AsyncRetrieverClient",
+    "Hit",
+    "IndexInfo",
+    "Passage",
+    "PassagesResult",
+    "RetrieverClient",
+    "RetrieverError",
+    "SearchResult",
+]

@@ -1,0 +1,161 @@
+"""Cross-cutting request handling: admission, error mapping, metrics, authentication.
+
+Servicers raise domain errors and never decide status codes or touch metrics; the
+interceptors here do, once, for every method of every service.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import grpc
+
+from dprscope.api.errors import status_for
+from dprscope.errors import DprscopeError
+from dprscope.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error; the server logged the details"
+
+
+def _method_name(full: str) -> str:
+    return full.rsplit("/", 1)[-1]
+
+
+def _wrap(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stream: Callable) -> grpc.RpcMethodHandler:
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(wrap_unary(handler.unary_unary),
+                                                   handler.request_deserializer, handler.response_serializer)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(wrap_stream(handler.unary_stream),
+                                                    handler.request_deserializer, handler.response_serializer)
+    return handler  # client-streaming shapes are not used by dprscope
+
+
+class ServingInterceptor(grpc.ServerInterceptor):
+    """Bounded admission, one error table, request metrics — for one server.
+
+    ``max_inflight`` caps requests being handled at once; the next one gets
+    RESOURCE_EXHAUSTED immediately instead of queueing without bound in grpc's executor.
+    Health and reflection calls bypass the cap so probes work under overload.
+    """
+
+    def __init__(self, metrics: Metrics, server_name: str, max_inflight: int,
+                 exempt_prefixes: tuple[str, ...] = ("/grpc.health.", "/grpc.reflection.")) -> None:
+        self.metrics = metrics
+        self.server_name = server_name
+        self._slots = threading.BoundedSemaphore(max_inflight)
+        self.max_inflight = max_inflight
+        self._exempt = exempt_prefixes
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        full = handler_call_details.method
+        if handler is None or full.startswith(self._exempt):
+            return handler
+        method = _method_name(full)
+        return _wrap(handler, lambda fn: self._unary(method, fn), lambda fn: self._stream(method, fn))
+
+    def _admit(self, method: str, context: grpc.ServicerContext) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._record(method, grpc.StatusCode.RESOURCE_EXHAUSTED, 0.0)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"server is at its limit of {self.max_inflight} concurrent requests; retry with backoff")
+
+    def _record(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        self.metrics.requests.labels(method, code.name).inc()
+        if code != grpc.StatusCode.OK:
+            self.metrics.request_failures.labels(method, code.name).inc()
+        self.metrics.request_duration.labels(method).observe(seconds)
+
+    def _fail(self, method: str, exc: BaseException, context: grpc.ServicerContext) -> grpc.StatusCode:
+        if isinstance(exc, DprscopeError):
+            return status_for(exc)
+        existing = context.code() if hasattr(context, "code") else None
+        if existing is not None and existing != grpc.StatusCode.OK:
+            return existing  # the servicer aborted on purpose
+        log.exception("unhandled error in %s", method)
+        return grpc.StatusCode.INTERNAL
+
+    def _unary(self, method: str, fn: Callable) -> Callable:
+        def handle(request, context):
+            self._admit(method, context)
+            gauge = self.metrics.inflight.labels(self.server_name)
+            gauge.inc()
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return fn(request, context)
+            except Exception as exc:
+                code = self._fail(method, exc, context)
+                if isinstance(exc, DprscopeError):
+                    context.abort(code, str(exc))
+                if code == grpc.StatusCode.INTERNAL and context.code() in (None, grpc.StatusCode.OK):
+                    context.abort(code, INTERNAL_MESSAGE)
+                raise
+            finally:
+                gauge.dec()
+                self._slots.release()
+                self._record(method, code, time.perf_counter() - started)
+        return handle
+
+    def _stream(self, method: str, fn: Callable) -> Callable:
+        def handle(request, context) -> Iterable:
+            self._admit(method, context)
+            gauge = self.metrics.inflight.labels(self.server_name)
+            gauge.inc()
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                yield from fn(request, context)
+            except Exception as exc:
+                code = self._fail(method, exc, context)
+                if isinstance(exc, DprscopeError):
+                    context.abort(code, str(exc))
+                if code == grpc.StatusCode.INTERNAL and context.code() in (None, grpc.StatusCode.OK):
+                    context.abort(code, INTERNAL_MESSAGE)
+                raise
+            finally:
+                gauge.dec()
+                self._slots.release()
+                self._record(method, code, time.perf_counter() - started)
+        return handle
+
+
+class AdminAuthInterceptor(grpc.ServerInterceptor):
+    """Guards one service prefix with a bearer token compared in constant time.
+
+    No token configured: every call is PERMISSION_DENIED (admin is off, not open).
+    Missing or wrong token: UNAUTHENTICATED. Servicers never see the token.
+    """
+
+    def __init__(self, token: str | None, prefix: str = "/dprscope.v1.ModelAdmin/") -> None:
+        self._token = token.encode() if token else None
+        self._prefix = prefix
+
+    def intercept_service(self, continuation, handler_call_details):
+        if not handler_call_details.method.startswith(self._prefix):
+            return continuation(handler_call_details)
+        if self._token is None:
+            return _deny(grpc.StatusCode.PERMISSION_DENIED,
+                         "ModelAdmin is disabled: the server has no admin token configured")
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        header = metadata.get("authorization", "")
+        if isinstance(header, bytes):
+            header = header.decode("latin-1")
+        scheme, _, supplied = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.strip().encode(), self._token):
+            return _deny(grpc.StatusCode.UNAUTHENTICATED,
+                         "missing or wrong admin token; send 'authorization: Bearer <token>' metadata")
+        return continuation(handler_call_details)
+
+
+def _deny(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    def abort(request, context):
+        context.abort(code, message)
+    return grpc.unary_unary_rpc_method_handler(abort)

@@ -1,0 +1,201 @@
+"""Dynamic micro-batching of query encoding across concurrent requests.
+
+One worker thread owns the encoder forward passes. Requests queue jobs (one or many
+texts) in a bounded queue; the worker takes the first job, adds every job already
+waiting for the same encoder up to ``max_batch`` texts, and encodes them together.
+It waits up to ``max_wait_s`` for more work only when the previous batch held more
+than one job — i.e. only under concurrency — so a lone request pays no batching delay.
+A full queue raises ``Overloaded`` at once (back-pressure, never unbounded memory), and
+a job whose deadline has passed is dropped before it costs a forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dprscope.encoders.text_encoder import TextEncoder
+from dprscope.errors import DeadlineExceeded, Overloaded, Unavailable
+from dprscope.jobs import Deadline
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_WAIT_S = 0.002
+DEFAULT_QUEUE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one encode batch cost; handed to an observer (metrics) after each batch."""
+
+    jobs: int
+    texts: int
+    encode_s: float
+
+
+@dataclass
+class EncodeResult:
+    vectors: np.ndarray
+    queue_s: float
+    encode_s: float
+    batch_texts: int
+
+
+@dataclass
+class _Job:
+    encoder: TextEncoder
+    texts: Sequence[str]
+    deadline: Deadline
+    enqueued: float = field(default_factory=time.perf_counter)
+    future: Future[EncodeResult] = field(default_factory=Future)
+
+
+class MicroBatcher:
+    """Shares forward passes between concurrent requests; see the module docstring."""
+
+    def __init__(self, max_batch: int = DEFAULT_MAX_BATCH, max_wait_s: float = DEFAULT_MAX_WAIT_S,
+                 queue_size: int = DEFAULT_QUEUE_SIZE,
+                 observer: Callable[[BatchStats], None] | None = None) -> None:
+        if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
+            raise ValueError("max_batch and queue_size must be >= 1 and max_wait_s >= 0")
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        self._carry: list[_Job] = []
+        self._observer = observer
+        self._stopped = threading.Event()
+        self._last_jobs = 1
+        self._thread = threading.Thread(target=self._run, name="dprscope-encode", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting to be encoded."""
+        return self._queue.qsize() + len(self._carry)
+
+    def submit(self, encoder: TextEncoder, texts: Sequence[str], deadline: Deadline | None = None
+               ) -> Future[EncodeResult]:
+        """Queue texts for encoding; raises ``Overloaded`` when the queue is full."""
+        if self._stopped.is_set():
+            raise Unavailable("the encoder is shutting down")
+        job = _Job(encoder, texts, deadline or Deadline())
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise Overloaded(
+                f"encode queue is full ({self._queue.maxsize} waiting requests); retry with backoff"
+            ) from None
+        return job.future
+
+    def encode(self, encoder: TextEncoder, texts: Sequence[str], deadline: Deadline | None = None
+               ) -> EncodeResult:
+        """Submit and wait, honouring the deadline while waiting."""
+        deadline = deadline or Deadline()
+        future = self.submit(encoder, texts, deadline)
+        remaining = deadline.remaining
+        try:
+            return future.result(timeout=None if remaining is None else max(remaining, 0.0) + 0.05)
+        except TimeoutError:
+            future.cancel()
+            raise DeadlineExceeded("deadline passed while waiting for the encoder") from None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+
+    # --- worker ------------------------------------------------------------------
+    def _next_job(self, timeout: float | None) -> _Job | None:
+        if self._carry:
+            return self._carry.pop(0)
+        try:
+            return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _gather(self, first: _Job) -> list[_Job]:
+        batch = [first]
+        size = len(first.texts)
+        wait_until = time.perf_counter() + (self.max_wait_s if self._last_jobs > 1 else 0.0)
+        carried: list[_Job] = []
+        while size < self.max_batch:
+            job = self._next_job(timeout=max(0.0, wait_until - time.perf_counter()))
+            if job is None:
+                break
+            if job.encoder is not first.encoder or size + len(job.texts) > self.max_batch:
+                carried.append(job)
+                if job.encoder is first.encoder:
+                    break
+                continue
+            batch.append(job)
+            size += len(job.texts)
+        self._carry = carried + self._carry
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            first = self._next_job(timeout=None)
+            if first is None:
+                if self._stopped.is_set():
+                    self._drain_remaining()
+                    return
+                continue
+            batch = [job for job in self._gather(first) if self._still_wanted(job)]
+            if not batch:
+                continue
+            self._last_jobs = len(batch)
+            self._encode(batch)
+
+    def _still_wanted(self, job: _Job) -> bool:
+        if job.future.cancelled():
+            return False
+        if job.deadline.expired:
+            job.future.set_exception(DeadlineExceeded("deadline passed before the query was encoded"))
+            return False
+        return job.future.set_running_or_notify_cancel()
+
+    def _encode(self, batch: list[_Job]) -> None:
+        texts = [t for job in batch for t in job.texts]
+        started = time.perf_counter()
+        try:
+            vectors = batch[0].encoder.encode(texts, batch_size=max(len(texts), 1))
+        except Exception as exc:  # one bad batch fails its own requests, never the worker
+            log.exception("encoding a batch of %d texts failed", len(texts))
+            for job in batch:
+                job.future.set_exception(exc)
+            return
+        encode_s = time.perf_counter() - started
+        offset = 0
+        for job in batch:
+            n = len(job.texts)
+            job.future.set_result(EncodeResult(vectors[offset:offset + n], started - job.enqueued,
+                                               encode_s, len(texts)))
+            offset += n
+        if self._observer is not None:
+            try:
+                self._observer(BatchStats(len(batch), len(texts), encode_s))
+            except Exception:
+                log.exception("batch observer failed")
+
+    def _drain_remaining(self) -> None:
+        for job in self._carry:
+            job.future.set_exception(Unavailable("the encoder is shutting down"))
+        self._carry = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.future.set_exception(Unavailable("the encoder is shutting down"))

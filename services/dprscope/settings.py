@@ -1,0 +1,89 @@
+"""The one configuration object of a running server.
+
+``cli.py`` parses flags (each with a ``DPRSCOPE_*`` environment counterpart) into a frozen
+``Settings`` and hands it to ``server.py``; nothing else reads the environment. Limits
+live here as ``DEFAULT_*`` constants so README, flags and code agree on one number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 50051
+DEFAULT_ANALYSIS_PORT = 50052
+DEFAULT_METRICS_PORT = 9464
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_VERSION = "v1"
+DEFAULT_TOP_K = 10
+DEFAULT_MAX_TOP_K = 1000
+DEFAULT_MAX_QUERY_BYTES = 4096
+DEFAULT_MAX_BATCH_QUERIES = 256
+DEFAULT_MAX_PASSAGE_IDS = 1000
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DEFAULT_ENCODE_MAX_BATCH = 64
+DEFAULT_ENCODE_MAX_WAIT_MS = 2.0
+DEFAULT_QUEUE_SIZE = 256
+DEFAULT_GRPC_WORKERS = 64
+DEFAULT_MAX_INFLIGHT = 512
+DEFAULT_DRAIN_S = 1.0
+DEFAULT_GRACE_S = 10.0
+DEFAULT_ANALYSIS_CONCURRENCY = 1
+DEFAULT_ANALYSIS_QUEUE = 4
+DEFAULT_KEEP_PREVIOUS = 2
+DEFAULT_BACKEND = "torch"
+BACKENDS = ("torch", "onnx")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits; each is a flag because a deployment's right value differs."""
+
+    default_top_k: int = DEFAULT_TOP_K
+    max_top_k: int = DEFAULT_MAX_TOP_K
+    max_query_bytes: int = DEFAULT_MAX_QUERY_BYTES
+    max_batch_queries: int = DEFAULT_MAX_BATCH_QUERIES
+    max_passage_ids: int = DEFAULT_MAX_PASSAGE_IDS
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``server.start`` needs; built once by the CLI (or a test)."""
+
+    index_dir: Path
+    model: str = DEFAULT_MODEL
+    model_version: str = DEFAULT_MODEL_VERSION
+    pooling: str | None = None
+    backend: str = DEFAULT_BACKEND
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    analysis_port: int | None = DEFAULT_ANALYSIS_PORT  # None disables the sidecar; 0 picks a free port
+    metrics_port: int | None = DEFAULT_METRICS_PORT
+    limits: Limits = Limits()
+    encode_max_batch: int = DEFAULT_ENCODE_MAX_BATCH
+    encode_max_wait_ms: float = DEFAULT_ENCODE_MAX_WAIT_MS
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    grpc_workers: int = DEFAULT_GRPC_WORKERS
+    max_inflight: int = DEFAULT_MAX_INFLIGHT
+    drain_s: float = DEFAULT_DRAIN_S
+    grace_s: float = DEFAULT_GRACE_S
+    mmap_index: bool = True
+    admin_token: str | None = None
+    checkpoint_root: Path | None = None
+    data_root: Path | None = None
+    keep_previous: int = DEFAULT_KEEP_PREVIOUS
+    canary_file: Path | None = None
+    analysis_concurrency: int = DEFAULT_ANALYSIS_CONCURRENCY
+    analysis_queue: int = DEFAULT_ANALYSIS_QUEUE
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    reindex_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {BACKENDS}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
