@@ -53,9 +53,13 @@ def default_model_dir() -> Path:
 
 
 def _offline() -> None:
-    # Loading must never reach a hub: every path here is local.
+    # Loading must never reach a hub: every path here is local. The per-tensor loading
+    # bar of transformers is noise in server logs.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _load_tokenizer(path: Path):

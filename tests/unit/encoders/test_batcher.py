@@ -1,0 +1,118 @@
+"""Micro-batching: shared forward passes, back-pressure, deadlines, order."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dprscope.encoders.batcher import MicroBatcher
+from dprscope.errors import DeadlineExceeded, Overloaded
+from dprscope.jobs import Deadline
+
+
+class CountingEncoder:
+    """A real (tiny, deterministic) encoder that records its batches: vector = [len(text), index]."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.batches: list[list[str]] = []
+        self.delay_s = delay_s
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def encode(self, texts, batch_size=32):
+        self.gate.wait(5)
+        time.sleep(self.delay_s)
+        self.batches.append(list(texts))
+        return np.array([[len(t), i] for i, t in enumerate(texts)], dtype=np.float32)
+
+
+def test_results_go_back_to_their_requests():
+    enc = CountingEncoder()
+    batcher = MicroBatcher(max_batch=8, max_wait_s=0.0, queue_size=16)
+    try:
+        out = batcher.encode(enc, ["a", "bbb"])
+        assert out.vectors[:, 0].tolist() == [1, 3]
+    finally:
+        batcher.stop()
+
+
+def test_concurrent_requests_share_a_forward_pass():
+    enc = CountingEncoder()
+    enc.gate.clear()  # hold the worker so requests pile up
+    batcher = MicroBatcher(max_batch=64, max_wait_s=0.0, queue_size=64)
+    try:
+        futures = [batcher.submit(enc, ["x" * (i + 1)]) for i in range(10)]
+        enc.gate.set()
+        results = [f.result(5) for f in futures]
+        assert [int(r.vectors[0, 0]) for r in results] == list(range(1, 11))
+        assert len(enc.batches) < 10  # at least some requests shared a pass
+        assert max(r.batch_texts for r in results) > 1
+    finally:
+        batcher.stop()
+
+
+def test_max_batch_is_respected():
+    enc = CountingEncoder()
+    enc.gate.clear()
+    batcher = MicroBatcher(max_batch=3, max_wait_s=0.0, queue_size=64)
+    try:
+        futures = [batcher.submit(enc, ["q"]) for _ in range(10)]
+        enc.gate.set()
+        for f in futures:
+            f.result(5)
+        assert all(len(b) <= 3 for b in enc.batches)
+        assert sum(len(b) for b in enc.batches) == 10
+    finally:
+        batcher.stop()
+
+
+def test_full_queue_is_back_pressure_not_memory():
+    enc = CountingEncoder()
+    enc.gate.clear()
+    batcher = MicroBatcher(max_batch=1, max_wait_s=0.0, queue_size=2)
+    try:
+        accepted = []
+        with pytest.raises(Overloaded, match="queue is full"):
+            for _ in range(10):
+                accepted.append(batcher.submit(enc, ["q"]))
+        assert 2 <= len(accepted) <= 3  # queue size, plus possibly one taken by the worker
+        enc.gate.set()
+        for f in accepted:
+            f.result(5)
+    finally:
+        batcher.stop()
+
+
+def test_expired_requests_are_not_encoded():
+    enc = CountingEncoder()
+    enc.gate.clear()
+    batcher = MicroBatcher(max_batch=8, max_wait_s=0.0, queue_size=8)
+    try:
+        blocker = batcher.submit(enc, ["first"])
+        time.sleep(0.05)  # the worker is now inside the first forward pass
+        late = batcher.submit(enc, ["late"], Deadline.after(0.01))
+        time.sleep(0.05)
+        enc.gate.set()
+        blocker.result(5)
+        with pytest.raises(DeadlineExceeded):
+            late.result(5)
+        assert all("late" not in b for b in enc.batches)
+    finally:
+        batcher.stop()
+
+
+def test_a_failing_batch_fails_only_its_requests():
+    class Failing(CountingEncoder):
+        def encode(self, texts, batch_size=32):
+            raise RuntimeError("boom")
+
+    batcher = MicroBatcher(max_batch=8, max_wait_s=0.0, queue_size=8)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            batcher.encode(Failing(), ["q"])
+        assert batcher.encode(CountingEncoder(), ["ok"]).vectors.shape == (1, 2)
+    finally:
+        batcher.stop()
