@@ -74,7 +74,7 @@ class Metrics:
                                        registry=r)
         self.activation_duration = Histogram("dprscope_activation_duration_seconds",
                                              "Time from Activate to the new version serving.",
-                                             buckets=LATENCY_BUCKETS_S + (30.0, 60.0, 300.0, 1800.0), registry=r)
+                                             buckets=(*LATENCY_BUCKETS_S, 30.0, 60.0, 300.0, 1800.0), registry=r)
         self.reindex_progress = Gauge("dprscope_reindex_progress_ratio",
                                       "Shadow re-index progress (0..1) per target version.",
                                       ["model_version"], registry=r)

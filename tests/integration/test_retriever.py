@@ -154,7 +154,8 @@ def test_full_queue_answers_resource_exhausted(start_server, nq_records):
                 code = grpc.StatusCode.OK
             except RetrieverError as exc:
                 code = exc.code
-                assert "queue is full" in exc.details
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" not in exc.details:
+                    code = grpc.StatusCode.UNKNOWN  # wrong message: fail below
             with lock:
                 codes.append(code)
 
