@@ -1,0 +1,318 @@
+"""FAISS indexes behind one small class: flat, HNSW and IVF-PQ, inner product throughout.
+
+Serving searches one index from many threads at once, so per-request knobs (``ef_search``,
+``nprobe``, ``exact``) travel as FAISS ``SearchParameters`` objects on each call; nothing
+here ever mutates an index after it is built. Defaults chosen at build time are stored in
+the index itself (``efSearch``, ``nprobe``, refine ``k_factor``) and in the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from dprscope.errors import DimensionMismatch, FailedPrecondition, InvalidArgument
+from dprscope.jobs import ProgressFn, ProgressTicker
+
+log = logging.getLogger(__name__)
+
+# faiss 1.15.1 ships with a threshold of 128000, which keeps batched flat search off BLAS
+# (8x slower for a batch of 64); see STACK-NOTES.md.
+faiss.cvar.distance_compute_blas_threshold = 20
+
+INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+METRIC = "ip"
+ADD_CHUNK = 16384
+MAX_K = 100_000
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Per-request search knobs; 0 means the index's own default."""
+
+    ef_search: int = 0
+    nprobe: int = 0
+    exact: bool = False
+
+
+def _check_type(index_type: str) -> None:
+    if index_type not in INDEX_TYPES:
+        raise InvalidArgument(f"unknown index type {index_type!r}; expected one of {', '.join(INDEX_TYPES)}")
+
+
+def _pq_m(dim: int) -> int:
+    """Sub-quantizer count: a divisor of dim near dim/8 (48 bytes for 384-d, 96 for 768-d)."""
+    target = max(1, dim // 8)
+    divisors = [m for m in range(1, dim + 1) if dim % m == 0]
+    return min(divisors, key=lambda m: (abs(m - target), -m))
+
+
+def default_index_params(index_type: str, n: int, dim: int) -> dict[str, Any]:
+    """Sensible build and search defaults for ``n`` vectors of ``dim`` dimensions.
+
+    IVF-PQ's ``nlist`` follows the usual ~4*sqrt(n) but is clipped so k-means gets at least
+    39 training points per list, and ``nbits`` shrinks on small corpora so the PQ codebooks
+    (2**nbits centroids) can be trained at all. ``refine`` keeps the full vectors beside the
+    codes and re-ranks exactly: R@10 0.53 -> 0.99 at 1M (STACK-NOTES).
+    """
+    _check_type(index_type)
+    if index_type == "flat":
+        return {}
+    if index_type == "hnsw":
+        return {"M": 32, "efConstruction": 200, "efSearch": 128}
+    n = max(int(n), 1)
+    nlist = round(4 * math.sqrt(n))
+    nlist = max(1, min(nlist, n // 39))
+    nbits = 8
+    while nbits > 1 and n < 39 * (1 << nbits):
+        nbits -= 1
+    return {
+        "nlist": nlist,
+        "m": _pq_m(dim),
+        "nbits": nbits,
+        "nprobe": max(1, min(nlist, max(8, nlist // 32))),
+        "refine": True,
+        "refine_k_factor": 8,
+    }
+
+
+def _downcast(index: faiss.Index) -> faiss.Index:
+    return faiss.downcast_index(index)
+
+
+class VectorIndex:
+    """A built FAISS index plus what it is (type, dim, params); safe for concurrent search."""
+
+    def __init__(self, index: faiss.Index, index_type: str, params: dict[str, Any], metric: str = METRIC):
+        _check_type(index_type)
+        if metric != METRIC:
+            raise InvalidArgument(f"unsupported metric {metric!r}; dprscope indexes use {METRIC!r}")
+        self._index = index  # keep the owner alive: sub-index wrappers below do not own memory
+        self.index_type = index_type
+        self.dim = int(index.d)
+        self.metric = metric
+        self.params = dict(params)
+        self._exact_index: faiss.Index | None = None
+        self._refine: bool = False
+        top = _downcast(index)
+        if index_type == "flat":
+            self._exact_index = top
+        elif index_type == "hnsw":
+            self._exact_index = _downcast(top.storage)
+        else:
+            if isinstance(top, faiss.IndexRefine):
+                self._refine = True
+                self._exact_index = _downcast(top.refine_index)
+                self._refine_k = float(top.k_factor)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def faiss_index(self) -> faiss.Index:
+        """The underlying FAISS object (read-only use: it is shared between threads)."""
+        return self._index
+
+    def _search_parameters(self, params: SearchParams) -> faiss.SearchParameters | None:
+        if params.ef_search < 0 or params.nprobe < 0:
+            raise InvalidArgument("ef_search and nprobe must be >= 0 (0 means the index default)")
+        if params.ef_search and self.index_type != "hnsw":
+            raise InvalidArgument(f"ef_search applies to hnsw indexes only; this index is {self.index_type}")
+        if params.nprobe and self.index_type != "ivfpq":
+            raise InvalidArgument(f"nprobe applies to ivfpq indexes only; this index is {self.index_type}")
+        if params.ef_search:
+            return faiss.SearchParametersHNSW(efSearch=int(params.ef_search))
+        if params.nprobe:
+            ivf = faiss.SearchParametersIVF(nprobe=int(params.nprobe))
+            if self._refine:
+                wrapped = faiss.IndexRefineSearchParameters(k_factor=self._refine_k, base_index_params=ivf)
+                wrapped._keep_alive = ivf  # SWIG does not hold the nested object
+                return wrapped
+            return ivf
+        return None
+
+    def search(
+        self, queries: np.ndarray, k: int, params: SearchParams = SearchParams()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows per query: (scores [n,k] float32, rows [n,k] int64, -1 where fewer hits).
+
+        Raises:
+            InvalidArgument: k out of range, a knob that does not apply to this index type.
+            DimensionMismatch: query width differs from the index.
+            FailedPrecondition: ``exact`` on an index that keeps no full vectors.
+        """
+        if not 0 < int(k) <= MAX_K:
+            raise InvalidArgument(f"k must be in 1..{MAX_K}, got {k}")
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2:
+            raise InvalidArgument(f"queries must be a [n, dim] array, got shape {q.shape}")
+        if q.shape[1] != self.dim:
+            raise DimensionMismatch(f"query vectors have dim {q.shape[1]}, the index has dim {self.dim}")
+        if params.exact:
+            if params.ef_search or params.nprobe:
+                raise InvalidArgument("exact search takes no ef_search or nprobe")
+            if self._exact_index is None:
+                raise FailedPrecondition(
+                    f"exact search needs full vectors; this {self.index_type} index keeps only "
+                    "compressed codes (build with refine=True)"
+                )
+            scores, rows = self._exact_index.search(q, int(k))
+        else:
+            sp = self._search_parameters(params)
+            if sp is None:
+                scores, rows = self._index.search(q, int(k))
+            else:
+                scores, rows = self._index.search(q, int(k), params=sp)
+        return scores.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
+
+    def reconstruct_all(self) -> np.ndarray:
+        """Every stored full vector in row order (flat storage only; for checks and re-use)."""
+        if self._exact_index is None:
+            raise FailedPrecondition(f"this {self.index_type} index keeps no full vectors")
+        return self._exact_index.reconstruct_n(0, self._exact_index.ntotal)
+
+    def save(self, path: Path) -> None:
+        """Write atomically (temp file + fsync + rename): a reader never sees half an index."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        faiss.write_index(self._index, str(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, index_type: str, metric: str, params: dict[str, Any], mmap: bool = True) -> VectorIndex:
+        """Read an index; memory-map it where FAISS supports that for the type."""
+        _check_type(index_type)
+        path = Path(path)
+        if not path.is_file():
+            raise FailedPrecondition(f"index file {path} is missing")
+        flags = []
+        if mmap:
+            flags.append(faiss.IO_FLAG_MMAP if index_type == "ivfpq" else faiss.IO_FLAG_MMAP_IFC)
+        flags.append(0)
+        last: Exception | None = None
+        for flag in flags:
+            try:
+                index = faiss.read_index(str(path), flag)
+                break
+            except RuntimeError as exc:
+                log.debug("reading %s with flags %#x failed: %s", path, flag, exc)
+                last = exc
+        else:
+            raise FailedPrecondition(f"cannot read index file {path}: {last}")
+        return cls(index, index_type, params, metric)
+
+
+def _new_index(index_type: str, dim: int, params: dict[str, Any]) -> faiss.Index:
+    if index_type == "flat":
+        return faiss.IndexFlatIP(dim)
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, int(params["M"]), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(params["efConstruction"])
+        index.hnsw.efSearch = int(params["efSearch"])
+        return index
+    m, nbits, nlist = int(params["m"]), int(params["nbits"]), int(params["nlist"])
+    if dim % m:
+        raise InvalidArgument(f"ivfpq m={m} must divide dim {dim}")
+    if not 1 <= nbits <= 16:
+        raise InvalidArgument(f"ivfpq nbits must be in 1..16, got {nbits}")
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+    ivf.own_fields = True
+    quantizer.this.disown()
+    ivf.nprobe = int(params["nprobe"])
+    if not params.get("refine", True):
+        return ivf
+    refine = faiss.IndexRefineFlat(ivf)
+    refine.own_fields = True
+    ivf.this.disown()
+    refine.k_factor = float(params.get("refine_k_factor", 4))
+    return refine
+
+
+def _chunks(vectors: Iterable[np.ndarray] | np.ndarray) -> Iterator[np.ndarray]:
+    if isinstance(vectors, np.ndarray):
+        for start in range(0, len(vectors), ADD_CHUNK):
+            yield vectors[start : start + ADD_CHUNK]
+        return
+    for chunk in vectors:
+        for start in range(0, len(chunk), ADD_CHUNK):
+            yield chunk[start : start + ADD_CHUNK]
+
+
+def _sample(vectors: Iterable[np.ndarray] | np.ndarray, n: int, size: int, seed: int = 0) -> np.ndarray:
+    """A uniform sample of ``size`` rows from a re-iterable source of ``n`` rows (one pass)."""
+    if size >= n:
+        return np.concatenate([np.asarray(c, dtype=np.float32) for c in _chunks(vectors)])
+    wanted = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+    out, seen = [], 0
+    for chunk in _chunks(vectors):
+        lo, hi = np.searchsorted(wanted, [seen, seen + len(chunk)])
+        if hi > lo:
+            out.append(np.asarray(chunk[wanted[lo:hi] - seen], dtype=np.float32))
+        seen += len(chunk)
+    return np.concatenate(out)
+
+
+def build_vector_index(
+    index_type: str,
+    vectors_iter: Iterable[np.ndarray] | np.ndarray,
+    dim: int,
+    n: int,
+    params: dict[str, Any] | None = None,
+    train_sample: int | None = None,
+    progress: ProgressFn | None = None,
+) -> VectorIndex:
+    """Build an inner-product index from ``n`` vectors given whole or as chunks.
+
+    IVF-PQ trains on a uniform sample. For that, ``vectors_iter`` must be re-iterable (an
+    array, a list, or an object whose ``__iter__`` starts over, such as the builder's
+    shard reader); a one-shot iterator is buffered in memory first, with a warning.
+
+    Args:
+        params: overrides merged over ``default_index_params``.
+        train_sample: training rows for IVF-PQ (default: up to 256 per list and PQ centroid).
+    """
+    _check_type(index_type)
+    if n <= 0:
+        raise InvalidArgument("cannot build an index over zero vectors")
+    merged = {**default_index_params(index_type, n, dim), **(params or {})}
+    unknown = set(merged) - set(default_index_params(index_type, max(n, 1), dim))
+    if unknown:
+        raise InvalidArgument(f"unknown {index_type} index params: {', '.join(sorted(unknown))}")
+    index = _new_index(index_type, dim, merged)
+    ticker = ProgressTicker("index", n, progress)
+    source: Iterable[np.ndarray] | np.ndarray = vectors_iter
+    if index_type == "ivfpq":
+        size = train_sample or min(n, max(64 * int(merged["nlist"]), 256 * (1 << int(merged["nbits"]))))
+        if isinstance(vectors_iter, Iterator):
+            log.warning("ivfpq: buffering %d vectors in memory, the source cannot be re-read", n)
+            buffered = list(_chunks(vectors_iter))
+            source = np.concatenate(buffered) if buffered else np.zeros((0, dim), np.float32)
+        sample = _sample(source, n, min(size, n))
+        ticker.update(0, f"training ivfpq on {len(sample)} vectors", force=True)
+        index.train(sample)
+    added = 0
+    for chunk in _chunks(source):
+        arr = np.ascontiguousarray(chunk, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != dim:
+            raise DimensionMismatch(f"vectors of shape {arr.shape} do not match dim {dim}")
+        index.add(arr)
+        added += len(arr)
+        ticker.update(added)
+    if added != n:
+        raise FailedPrecondition(f"expected {n} vectors, got {added}")
+    ticker.update(added, force=True)
+    return VectorIndex(index, index_type, merged)

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from dprscope.errors import DimensionMismatch, FailedPrecondition, InvalidArgument
+from dprscope.index.vector_index import (
+    INDEX_TYPES,
+    SearchParams,
+    VectorIndex,
+    build_vector_index,
+    default_index_params,
+)
+
+DIM = 64
+N = 4000
+
+
+def _clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(40, dim))
+    x = centers[rng.integers(0, 40, n)] + 0.35 * rng.normal(size=(n, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = _clustered(N, DIM)
+    q = _clustered(50, DIM, seed=1)
+    return x, q
+
+
+@pytest.fixture(scope="module")
+def indexes(data):
+    x, _ = data
+    chunks = [x[i : i + 1000] for i in range(0, N, 1000)]  # a re-iterable list of chunks
+    return {t: build_vector_index(t, chunks, DIM, N) for t in INDEX_TYPES}
+
+
+def _recall(rows: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(rows, truth, strict=True)]))
+
+
+def test_flat_is_exact(data, indexes):
+    x, q = data
+    scores, rows = indexes["flat"].search(q, 10)
+    brute = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    assert _recall(rows, brute) == 1.0
+    assert scores.dtype == np.float32
+    assert rows.dtype == np.int64
+    np.testing.assert_allclose(scores[:, 0], np.max(q @ x.T, axis=1), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("index_type", "floor"), [("hnsw", 0.9), ("ivfpq", 0.85)])
+def test_approximate_recall(data, indexes, index_type, floor):
+    _, q = data
+    _, truth = indexes["flat"].search(q, 10)
+    _, rows = indexes[index_type].search(q, 10)
+    assert _recall(rows, truth) >= floor
+
+
+def test_per_request_params_do_not_mutate(data, indexes):
+    _, q = data
+    _, truth = indexes["flat"].search(q, 10)
+    hnsw = indexes["hnsw"]
+    default_ef = hnsw.faiss_index.hnsw.efSearch
+    _, low = hnsw.search(q, 10, SearchParams(ef_search=10))
+    _, high = hnsw.search(q, 10, SearchParams(ef_search=400))
+    assert _recall(high, truth) >= _recall(low, truth)
+    assert hnsw.faiss_index.hnsw.efSearch == default_ef
+    ivf = indexes["ivfpq"]
+    _, one = ivf.search(q, 10, SearchParams(nprobe=1))
+    _, many = ivf.search(q, 10, SearchParams(nprobe=ivf.params["nlist"]))
+    assert _recall(many, truth) >= _recall(one, truth)
+    assert _recall(many, truth) >= 0.9
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivfpq"])
+def test_exact_uses_stored_vectors(data, indexes, index_type):
+    _, q = data
+    s_flat, truth = indexes["flat"].search(q, 10)
+    s_exact, rows = indexes[index_type].search(q, 10, SearchParams(exact=True))
+    assert _recall(rows, truth) == 1.0
+    np.testing.assert_allclose(s_exact, s_flat, rtol=1e-5)
+
+
+def test_exact_without_full_vectors(data):
+    x, q = data
+    idx = build_vector_index("ivfpq", x, DIM, N, {"refine": False})
+    with pytest.raises(FailedPrecondition, match="full vectors"):
+        idx.search(q, 5, SearchParams(exact=True))
+    assert idx.search(q, 5)[1].shape == (50, 5)
+
+
+def test_bad_params(data, indexes):
+    _, q = data
+    with pytest.raises(InvalidArgument, match="ef_search applies to hnsw"):
+        indexes["flat"].search(q, 5, SearchParams(ef_search=10))
+    with pytest.raises(InvalidArgument, match="nprobe applies to ivfpq"):
+        indexes["hnsw"].search(q, 5, SearchParams(nprobe=4))
+    with pytest.raises(InvalidArgument):
+        indexes["flat"].search(q, 0)
+    with pytest.raises(InvalidArgument):
+        indexes["hnsw"].search(q, 5, SearchParams(ef_search=-1))
+    with pytest.raises(DimensionMismatch):
+        indexes["flat"].search(q[:, :10], 5)
+    with pytest.raises(InvalidArgument, match="unknown index type"):
+        build_vector_index("lsh", q, DIM, len(q))
+    with pytest.raises(InvalidArgument, match="unknown hnsw index params"):
+        build_vector_index("hnsw", q, DIM, len(q), {"Mx": 4})
+
+
+def test_missing_hits_are_minus_one(data):
+    x, q = data
+    idx = build_vector_index("flat", x[:3], DIM, 3)
+    _scores, rows = idx.search(q[:2], 5)
+    assert (rows[:, 3:] == -1).all()
+    assert (rows[:, :3] >= 0).all()
+
+
+def test_default_params():
+    p = default_index_params("ivfpq", 1_000_000, 768)
+    assert p["m"] == 96
+    assert p["nbits"] == 8
+    assert p["refine"] is True
+    assert 39 * p["nlist"] <= 1_000_000
+    assert default_index_params("ivfpq", 1_000_000, 384)["m"] == 48
+    small = default_index_params("ivfpq", 3000, 384)
+    assert small["nbits"] < 8
+    assert 384 % small["m"] == 0
+    assert 39 * small["nlist"] <= 3000
+    assert default_index_params("hnsw", 10, 8) == {"M": 32, "efConstruction": 200, "efSearch": 128}
+
+
+@pytest.mark.parametrize("index_type", INDEX_TYPES)
+@pytest.mark.parametrize("mmap", [True, False])
+def test_save_load_round_trip(tmp_path, data, indexes, index_type, mmap):
+    _, q = data
+    idx = indexes[index_type]
+    path = tmp_path / "index.faiss"
+    idx.save(path)
+    loaded = VectorIndex.load(path, index_type, "ip", idx.params, mmap=mmap)
+    assert loaded.ntotal == N
+    np.testing.assert_array_equal(loaded.search(q, 10)[1], idx.search(q, 10)[1])
+    assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]
+
+
+def test_one_shot_iterator_for_ivfpq(data):
+    x, _q = data
+    idx = build_vector_index("ivfpq", iter([x[:2000], x[2000:]]), DIM, N)
+    assert idx.ntotal == N
+
+
+def test_wrong_count_is_refused(data):
+    x, _ = data
+    with pytest.raises(FailedPrecondition, match="expected 10"):
+        build_vector_index("flat", x[:5], DIM, 10)
+
+
+def test_concurrent_searches_with_mixed_params(data, indexes):
+    _, q = data
+    hnsw = indexes["hnsw"]
+    expected = {ef: hnsw.search(q, 10, SearchParams(ef_search=ef))[1] for ef in (16, 256)}
+    errors: list[BaseException] = []
+
+    def work(ef: int) -> None:
+        try:
+            for _ in range(20):
+                np.testing.assert_array_equal(hnsw.search(q, 10, SearchParams(ef_search=ef))[1], expected[ef])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(ef,)) for ef in (16, 256, 16, 256)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
