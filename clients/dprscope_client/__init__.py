@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dprscope_client.admin import AdminClient, ModelList, ModelVersionInfo
 from dprscope_client.aio import AsyncRetrieverClient
 from dprscope_client.errors import RetrieverError
 from dprscope_client.sync import RetrieverClient
 from dprscope_client.types import Hit, IndexInfo, Passage, PassagesResult, SearchResult
 
 __all__ = [
+    "AdminClient",
     "AsyncRetrieverClient",
     "Hit",
     "IndexInfo",
+    "ModelList",
+    "ModelVersionInfo",
     "Passage",
     "PassagesResult",
     "RetrieverClient",
