@@ -1,0 +1,107 @@
+"""Search latency and throughput: the in-process floor vs the gRPC service.
+
+The floor is the same encoder + the same FAISS index + the same passage store called
+directly, one query at a time (no gRPC, no batching). The service runs as a separate
+``dprscope serve`` process and is driven at concurrency 1, 8 and 32 by client threads.
+
+    python bench/search_latency.py [--passages 5000] [--requests 300]
+
+Targets: service p50 at c=1 <= 1.15x the floor; service QPS at c=32 >= 3x the
+sequential floor's QPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+from _common import ROOT, ensure_index, nq_questions, percentiles, print_table, start_server_process
+
+from dprscope.encoders import load_bi_encoder
+from dprscope.index.serving import ServingIndex
+from dprscope.index.vector_index import SearchParams
+from dprscope_client import RetrieverClient
+
+
+def floor(index_dir: Path, questions: list[str], k: int) -> tuple[list[float], float]:
+    encoder = load_bi_encoder("default")
+    index = ServingIndex.open(index_dir)
+    for q in questions[:10]:  # warm-up
+        encoder.encode_queries([q])
+    samples = []
+    started = time.perf_counter()
+    for q in questions:
+        t = time.perf_counter()
+        vectors = encoder.encode_queries([q])
+        _, rows = index.search(vectors, k, SearchParams())
+        index.passages(rows[0])
+        samples.append(time.perf_counter() - t)
+    wall = time.perf_counter() - started
+    index.close()
+    return samples, len(questions) / wall
+
+
+def service(port: int, questions: list[str], k: int, concurrency: int, total: int) -> tuple[list[float], float, int]:
+    samples: list[float] = []
+    failures = 0
+    lock = threading.Lock()
+    counter = iter(range(total))
+
+    def worker() -> None:
+        nonlocal failures
+        with RetrieverClient(f"127.0.0.1:{port}", timeout=60) as client:
+            client.search(questions[0], top_k=k)
+            for i in counter:
+                q = questions[i % len(questions)]
+                t = time.perf_counter()
+                try:
+                    client.search(q, top_k=k)
+                except Exception:
+                    with lock:
+                        failures += 1
+                    continue
+                with lock:
+                    samples.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    return samples, len(samples) / wall, failures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passages", type=int, default=5000)
+    parser.add_argument("--requests", type=int, default=300, help="requests per concurrency level")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--index-dir", type=Path, default=ROOT / "out" / "bench-index")
+    args = parser.parse_args()
+
+    index_dir = ensure_index(args.index_dir, args.passages)
+    questions = nq_questions(max(args.requests, 200))
+    floor_samples, floor_qps = floor(index_dir, questions[: args.requests], args.k)
+    f50, f99 = percentiles(floor_samples)
+    rows = [["in-process floor (sequential)", 1, f"{f50:.2f}", f"{f99:.2f}", f"{floor_qps:.1f}", "1.00", "1.00", 0]]
+    proc, port = start_server_process(index_dir)
+    try:
+        for c in (1, 8, 32):
+            samples, qps, failures = service(port, questions, args.k, c, args.requests if c == 1 else args.requests * 2)
+            p50, p99 = percentiles(samples)
+            rows.append([f"service c={c}", c, f"{p50:.2f}", f"{p99:.2f}", f"{qps:.1f}", f"{p50 / f50:.2f}",
+                         f"{qps / floor_qps:.2f}", failures])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    print(f"\nindex: {args.passages} passages (flat, all-MiniLM-L6-v2, dim 384), top_k={args.k}\n")
+    print_table(["setup", "concurrency", "p50 ms", "p99 ms", "QPS", "p50 / floor p50", "QPS / floor QPS",
+                 "failed"], rows)
+
+
+if __name__ == "__main__":
+    main()
