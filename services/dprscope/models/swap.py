@@ -124,7 +124,7 @@ class SwapManager:
         self.mmap_index = mmap_index
         self._swap_lock = threading.RLock()
         self._job: _ReindexJob | None = None
-        self._owned_indexes: dict[int, Path] = {}  # id(index) -> shadow directory we built
+        self._owned_indexes: dict[int, tuple[Any, Path]] = {}  # id(index) -> (index, shadow dir we built)
         self._closed = False
 
     # --- loading ---------------------------------------------------------------------
@@ -365,10 +365,11 @@ class SwapManager:
         """Close and delete shadow indexes no loaded version uses any more."""
         in_use = {id(v.index) for v in self.registry.versions() if v.index is not None}
         job = self._job
-        for key, directory in list(self._owned_indexes.items()):
+        for key, (index, directory) in list(self._owned_indexes.items()):
             if key in in_use:
                 continue
             del self._owned_indexes[key]
+            index.close()
             if job is not None and not job.done.is_set() and job.out_dir == directory:
                 continue
             log.info("deleting shadow index %s (no version uses it)", directory)
@@ -461,7 +462,7 @@ class SwapManager:
                 if job.token.cancelled or job.version not in self.registry:
                     new_index.close()
                     raise Cancelled(job.token.reason or f"{job.version} was unloaded")
-                self._owned_indexes[id(new_index)] = job.out_dir
+                self._owned_indexes[id(new_index)] = (new_index, job.out_dir)
                 self.registry.update(job.version, stale_index=False, reindex_progress=1.0)
                 self._flip(job.version, new_index, job.started, "activate")
             action_result = "success"
