@@ -220,32 +220,29 @@ def integrate(encoder: TextEncoder, features: dict[str, torch.Tensor], module: t
     grad_sum = torch.zeros_like(w if positions == "all" else w[0], dtype=torch.float64)
     baseline_value = math.nan
     n = len(all_alphas)
-    for start in range(0, n, internal_batch_size):
+    broadcast = True
+    start = 0
+    while start < n:
         a = torch.as_tensor(all_alphas[start:start + internal_batch_size], dtype=w.dtype)
         c = a.shape[0]
-        batch = {k: v.expand(c, *v.shape[1:]) for k, v in features.items()}
-        if positions == "all":
-            x = (a.view(-1, 1, 1) * w).requires_grad_(True)
-
-            def replacement(out: torch.Tensor, x: torch.Tensor = x) -> torch.Tensor:
-                _check_shape(out, x.shape)
-                return x
-        else:
-            x = (a.view(-1, 1) * w[0]).requires_grad_(True)
-            rest = w[1:].unsqueeze(0).expand(c, -1, -1)
-
-            def replacement(out: torch.Tensor, x: torch.Tensor = x, rest: torch.Tensor = rest) -> torch.Tensor:
-                full = torch.cat([x.unsqueeze(1), rest], dim=1)
-                _check_shape(out, full.shape)
-                return full
-        with torch.enable_grad(), replace_output(module, replacement):
-            p = objective(encoder.forward_features(batch))
-            (g,) = torch.autograd.grad(p.sum(), x, allow_unused=True)
+        try:
+            p, g = _chunk(encoder, features, module, w, a, objective, positions, broadcast)
+        except (RuntimeError, FailedPrecondition):
+            if not broadcast or start > 0:
+                raise
+            # Decided once, on the first chunk: this architecture does not broadcast a
+            # batch-1 prefix against the widened activation, so repeat the input for every
+            # row instead. A genuine error fails the repeated run as well and propagates.
+            log.debug("batch-broadcast at %s failed; repeating the input instead", type(module).__name__,
+                      exc_info=True)
+            broadcast = False
+            continue
         if g is not None:
             wts = torch.as_tensor(all_weights[start:start + c], dtype=torch.float64)
             grad_sum += torch.tensordot(wts, g.to(torch.float64), dims=1)
         if start + c == n:
             baseline_value = float(p[-1].detach())
+        start += c
         if on_chunk is not None:
             on_chunk()
     w64 = w.to(torch.float64)
@@ -253,7 +250,42 @@ def integrate(encoder: TextEncoder, features: dict[str, torch.Tensor], module: t
     return _Integral(attr.numpy(), baseline_value)
 
 
-def _check_shape(out: torch.Tensor, expected: torch.Size) -> None:
+def _chunk(encoder: TextEncoder, features: dict[str, torch.Tensor], module: torch.nn.Module, w: torch.Tensor,
+           a: torch.Tensor, objective: Objective, positions: str, broadcast: bool
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward/backward for the alphas ``a``: returns ``P`` per row and ``dP/dx``.
+
+    With ``broadcast`` the input stays at batch 1: everything below the hooked sublayer
+    runs once, and the batch widens to ``len(a)`` only where the scaled activation enters
+    (the residual add, the attention mask and the pooling mask broadcast). Layers below
+    the hooked one get no gradient anyway, so this loses nothing and saves up to half of
+    the forward. Without it the input is repeated ``len(a)`` times (always valid).
+    """
+    c = a.shape[0]
+    batch = features if broadcast else {k: v.expand(c, *v.shape[1:]) for k, v in features.items()}
+    if positions == "all":
+        x = (a.view(-1, 1, 1) * w).requires_grad_(True)
+
+        def replacement(out: torch.Tensor) -> torch.Tensor:
+            _check_shape(out, (out.shape[0], *x.shape[1:]))
+            return x
+    else:
+        x = (a.view(-1, 1) * w[0]).requires_grad_(True)
+        rest = w[1:].unsqueeze(0).expand(c, -1, -1)
+
+        def replacement(out: torch.Tensor) -> torch.Tensor:
+            full = torch.cat([x.unsqueeze(1), rest], dim=1)
+            _check_shape(out, (out.shape[0], *full.shape[1:]))
+            return full
+    with torch.enable_grad(), replace_output(module, replacement):
+        p = objective(encoder.forward_features(batch))
+        if p.shape != (c,):
+            raise FailedPrecondition(f"target has shape {tuple(p.shape)} for {c} interpolation rows")
+        (g,) = torch.autograd.grad(p.sum(), x, allow_unused=True)
+    return p, g
+
+
+def _check_shape(out: torch.Tensor, expected: tuple[int, ...]) -> None:
     if out.shape != expected:
         raise FailedPrecondition(f"hooked activation has shape {tuple(out.shape)}, expected {tuple(expected)}")
 

@@ -62,7 +62,7 @@ def test_hooks_removed_when_forward_raises_inside_the_hook_context(tiny_bi, monk
 
     def flaky(features):
         calls["n"] += 1
-        if calls["n"] == 4:  # fail during an interpolation chunk, while the hook is installed
+        if calls["n"] == 4:  # passages, capture, chunk 1, then fail in chunk 2 (hook installed)
             assert not _no_hooks_anywhere(tiny_bi)
             raise RuntimeError("boom")
         return original(features)

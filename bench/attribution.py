@@ -1,0 +1,153 @@
+"""Benchmark: knowledge-neuron attribution, batched steps vs a per-step reference loop.
+
+Prints seconds per example for all layers of the embedded model at m steps (default 20)
+with dprscope's implementation (interpolation steps batched into one forward/backward
+per chunk) against a reference loop in the style of the knowledge-neurons library with
+no step batching: per layer, one forward and one backward per step. The target is a
+ratio >= 3x. Both compute the same attributions; the script checks that they agree.
+
+The second half of issue 4's benchmark (Search p99 while a job runs vs idle) belongs
+to the serving side; its entry point is ``bench_search_p99_under_attribution`` below.
+
+Usage::
+
+    python bench/attribution.py --examples 5 --steps 20 [--side query|passage] [--sublayer intermediate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dprscope.analysis import attribute
+from dprscope.analysis.attribution import ffn_module, make_objective
+from dprscope.analysis.data import Context, load_dpr_records
+from dprscope.encoders import load_bi_encoder
+from dprscope.encoders.bi_encoder import BiEncoder
+
+log = logging.getLogger("bench.attribution")
+
+SHARED_NQ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dpr-original-samples" / \
+    "nq-dev-10.dpr.jsonl"
+FALLBACK = [
+    ("who got the first nobel prize in physics",
+     Context("The first Nobel Prize in Physics was awarded in 1901 to Wilhelm Conrad Röntgen.", "Nobel Prize")),
+    ("what is the capital of france", Context("Paris is the capital and most populous city of France.", "Paris")),
+]
+
+
+def load_examples(n: int) -> list[tuple[str, list[Context]]]:
+    """(query, [positive, hard negative]) from the shared NQ dev sample, or a built-in fallback."""
+    if SHARED_NQ.resolve().is_file():
+        records = load_dpr_records(SHARED_NQ.resolve(), max_records=n)
+        examples = [(r.question, [r.positive_ctxs[0], r.hard_negative_ctxs[0]]) for r in records]
+    else:
+        examples = [(q, [p, FALLBACK[(i + 1) % len(FALLBACK)][1]]) for i, (q, p) in enumerate(FALLBACK)]
+    return [examples[i % len(examples)] for i in range(n)]
+
+
+def reference_loop(bi: BiEncoder, query: str, passages: list[Context], *, side: str, target: str,
+                   sublayer: str, n_steps: int) -> dict[int, np.ndarray]:
+    """Knowledge-neurons-style reference: per layer, one forward/backward per Riemann step."""
+    encoder = bi.query if side == "query" else bi.context
+    with torch.no_grad():
+        if side == "query":
+            feats = encoder.tokenize([query])
+            fixed = bi.context.forward_features(bi.context.tokenize([p.text for p in passages],
+                                                                    [p.title for p in passages]))
+        else:
+            feats = encoder.tokenize([passages[0].text], [passages[0].title])
+            fixed = torch.cat([bi.query.forward_features(bi.query.tokenize([query])),
+                               bi.context.forward_features(bi.context.tokenize(
+                                   [p.text for p in passages[1:]], [p.title for p in passages[1:]]))])
+    objective = make_objective(target, side, fixed)
+    out: dict[int, np.ndarray] = {}
+    for layer in range(encoder.num_layers):
+        module = ffn_module(encoder, layer, sublayer)
+        seen: dict[str, torch.Tensor] = {}
+        handle = module.register_forward_hook(lambda _m, _i, o, seen=seen: seen.setdefault("w", o.detach()))
+        try:
+            with torch.no_grad():
+                encoder.forward_features(feats)
+        finally:
+            handle.remove()
+        w = seen["w"]
+        grads = torch.zeros_like(w)
+        for k in range(1, n_steps + 1):
+            x = ((k / n_steps) * w).requires_grad_(True)
+            handle = module.register_forward_hook(lambda _m, _i, _o, x=x: x)
+            try:
+                with torch.enable_grad():
+                    p = objective(encoder.forward_features(feats))
+                    (g,) = torch.autograd.grad(p.sum(), x)
+            finally:
+                handle.remove()
+            grads += g
+        out[layer] = (w * grads / n_steps)[0].sum(0).double().numpy()
+    return out
+
+
+def bench_search_p99_under_attribution(*args: object, **kwargs: object) -> None:
+    """Search p99 latency while an attribution job runs vs idle (target <= 1.5x).
+
+    Placeholder for the serving side (it needs the running Retriever server): left for
+    whoever owns the server benchmarks. ``main`` does not call it.
+    """
+    raise NotImplementedError("Search-p99-under-attribution benchmark is added with the server benchmarks")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=5, help="examples to time (default 5)")
+    parser.add_argument("--steps", type=int, default=20, help="Riemann steps m (default 20)")
+    parser.add_argument("--side", choices=("query", "passage"), default="query")
+    parser.add_argument("--target", choices=("score", "positive_prob"), default="score")
+    parser.add_argument("--sublayer", choices=("intermediate", "output"), default="intermediate")
+    parser.add_argument("--model", default="default", help="model spec (default: the embedded MiniLM)")
+    args = parser.parse_args(argv)
+
+    bi = load_bi_encoder(args.model)
+    examples = load_examples(args.examples)
+    layers = bi.query.num_layers
+    # Warm up both paths once so one-time allocations do not count.
+    q0, p0 = examples[0]
+    attribute(bi, q0, p0, side=args.side, target=args.target, sublayer=args.sublayer, n_steps=2)
+    reference_loop(bi, q0, p0, side=args.side, target=args.target, sublayer=args.sublayer, n_steps=2)
+
+    batched_s, reference_s, worst = 0.0, 0.0, 0.0
+    for query, passages in examples:
+        t = time.perf_counter()
+        ours = attribute(bi, query, passages, side=args.side, target=args.target, sublayer=args.sublayer,
+                         n_steps=args.steps, return_scores=True)
+        batched_s += time.perf_counter() - t
+        t = time.perf_counter()
+        ref = reference_loop(bi, query, passages, side=args.side, target=args.target, sublayer=args.sublayer,
+                             n_steps=args.steps)
+        reference_s += time.perf_counter() - t
+        for entry in ours.layers:
+            assert entry.scores is not None
+            scale = max(1e-12, float(np.abs(ref[entry.layer]).max()))
+            worst = max(worst, float(np.abs(entry.scores - ref[entry.layer]).max()) / scale)
+
+    n = len(examples)
+    rows = [
+        ("dprscope (steps batched)", batched_s / n),
+        ("reference (1 fwd/bwd per step)", reference_s / n),
+    ]
+    print(f"model={bi.query.name} layers={layers} sublayer={args.sublayer} side={args.side} "
+          f"target={args.target} m={args.steps} examples={n} torch_threads={torch.get_num_threads()}")
+    print(f"{'implementation':<34}{'s/example':>12}")
+    for name, sec in rows:
+        print(f"{name:<34}{sec:>12.3f}")
+    print(f"{'speed-up':<34}{reference_s / batched_s:>11.2f}x   (target >= 3x)")
+    print(f"max relative difference of attributions: {worst:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
