@@ -209,3 +209,17 @@ def test_threshold_counts_and_top_neurons(tiny_bi):
         assert e.sum_attribution == pytest.approx(float(e.scores.astype(np.float64).sum()), rel=1e-5, abs=1e-7)
     no_scores = attribute(tiny_bi, TINY_QUERY, TINY_PASSAGES, n_steps=2)
     assert all(e.scores is None for e in no_scores.layers)
+
+
+@pytest.mark.parametrize("positions", ["all", "cls"])
+def test_batch_broadcast_equals_repeated_input(tiny_bi, positions):
+    from dprscope.analysis.attribution import _chunk
+
+    enc, feats, objective = _setup(tiny_bi, "query", "positive_prob")
+    module = ffn_module(enc, 0, "output")
+    w = _activation(enc, feats, module)
+    alphas = torch.tensor([0.25, 0.5, 1.0, 0.0])
+    p_b, g_b = _chunk(enc, feats, module, w, alphas, objective, positions, broadcast=True)
+    p_r, g_r = _chunk(enc, feats, module, w, alphas, objective, positions, broadcast=False)
+    torch.testing.assert_close(p_b, p_r, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(g_b, g_r, rtol=1e-5, atol=1e-7)
