@@ -1,0 +1,67 @@
+"""GPU paths on a real CUDA device: torch CUDA encoder, ORT CUDA EP, FAISS GPU index.
+
+Marked ``gpu`` (deselected by default: ``pytest -m gpu tests/gpu`` runs them) and skipped
+with the reason when the device or the GPU builds are missing, so CI stays green.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+def _need_torch_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device (CPU-only machine or CPU torch wheel)")
+
+
+def test_torch_cuda_encoder_matches_cpu(encoder):
+    _need_torch_cuda()
+    import copy
+
+    from dprscope.encoders.device import bi_encoder_on_device
+
+    qs = ["who wrote hamlet", "when did the titanic sink"]
+    ref = encoder.encode_queries(qs)
+    on_gpu = bi_encoder_on_device(copy.deepcopy(encoder), "cuda")
+    got = on_gpu.encode_queries(qs)
+    assert (ref * got).sum(1).min() >= 0.9999
+
+
+def test_ort_cuda_provider_matches_cpu(encoder, tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDAExecutionProvider (install the [gpu] extra on a CUDA machine)")
+    from dprscope.encoders.onnx_backend import OrtOptions, to_onnx
+
+    obi = to_onnx(encoder, OrtOptions(cache_dir=tmp_path, device="cuda"))
+    assert obi.query.session.get_providers()[0] == "CUDAExecutionProvider"
+    qs = ["who wrote hamlet", "when did the titanic sink"]
+    assert (encoder.encode_queries(qs) * obi.encode_queries(qs)).sum(1).min() >= 0.999
+
+
+def test_faiss_gpu_flat_and_ivfpq_match_cpu():
+    from dprscope.index import gpu
+    from dprscope.index.vector_index import build_vector_index
+
+    if gpu.faiss_gpu_count() == 0:
+        pytest.skip("faiss has no GPU support or sees no GPU (faiss-cpu build)")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    flat = build_vector_index("flat", x, 64, len(x))
+    placed, where = gpu.place_index(flat, "cuda")
+    assert where.device == "cuda:0"
+    _, cpu_rows = flat.search(x[:50], 10)
+    _, gpu_rows = placed.search(x[:50], 10)
+    assert (cpu_rows[:, 0] == gpu_rows[:, 0]).all()
+    ivf = build_vector_index("ivfpq", x, 64, len(x), {"nlist": 64, "m": 16})
+    placed, where = gpu.place_index(ivf, "cuda")
+    assert where.device == "cuda:0"
+    _, rows = placed.search(x[:50], 10)
+    assert (rows[:, 0] == np.arange(50)).mean() >= 0.9
