@@ -54,6 +54,12 @@ def _add_serve_flags(p: argparse.ArgumentParser, index_required: bool = True) ->
                    help="name of the initial model version [DPRSCOPE_MODEL_VERSION]")
     p.add_argument("--backend", choices=S.BACKENDS, default=_env("BACKEND", S.DEFAULT_BACKEND),
                    help="encoder runtime [DPRSCOPE_BACKEND]")
+    p.add_argument("--quantize", choices=S.QUANTIZE_MODES, default=_env("QUANTIZE", "none"),
+                   help="int8: ONNX dynamic per-channel quantisation (needs --backend onnx) [DPRSCOPE_QUANTIZE]")
+    p.add_argument("--device", default=_env("DEVICE", S.DEFAULT_DEVICE),
+                   help="auto, cpu or cuda[:N]; auto picks cuda when present [DPRSCOPE_DEVICE]")
+    p.add_argument("--onnx-cache-dir", type=Path, default=_env("ONNX_CACHE_DIR", None, Path),
+                   help="where ONNX exports are cached (default ~/.cache/dprscope/onnx) [DPRSCOPE_ONNX_CACHE_DIR]")
     p.add_argument("--host", default=_env("HOST", S.DEFAULT_HOST), help="bind address [DPRSCOPE_HOST]")
     p.add_argument("--port", type=int, default=_env("PORT", S.DEFAULT_PORT, int),
                    help="Retriever + ModelAdmin gRPC port [DPRSCOPE_PORT]")
@@ -130,7 +136,9 @@ def settings_from_args(args: argparse.Namespace, index_dir: Path | None = None) 
                       max_passage_ids=args.max_passage_ids, max_message_bytes=args.max_message_bytes)
     return S.Settings(
         index_dir=index_dir or args.index, model=args.model, model_version=args.model_version,
-        pooling=args.pooling, backend=args.backend, host=args.host, port=args.port,
+        pooling=args.pooling, backend=args.backend,
+        quantize=None if args.quantize == "none" else args.quantize, device=args.device,
+        onnx_cache_dir=args.onnx_cache_dir, host=args.host, port=args.port,
         analysis_port=args.analysis_port or None, metrics_port=args.metrics_port or None, limits=limits,
         encode_max_batch=args.encode_max_batch, encode_max_wait_ms=args.encode_max_wait_ms,
         queue_size=args.queue_size, grpc_workers=args.grpc_workers, max_inflight=args.max_inflight,

@@ -30,6 +30,7 @@ from dprscope.api.retriever import RetrieverServicer
 from dprscope.encoders.batcher import MicroBatcher
 from dprscope.encoders.bi_encoder import BiEncoder
 from dprscope.encoders.loading import load_bi_encoder
+from dprscope.encoders.runtime import apply_backend
 from dprscope.errors import DimensionMismatch
 from dprscope.index.serving import ServingIndex
 from dprscope.metrics import Metrics
@@ -162,7 +163,9 @@ def start(settings: Settings, *, metrics: Metrics | None = None, encoder: BiEnco
     """Build and start everything ``settings`` describes; returns when SERVING."""
     metrics = metrics or Metrics()
     started = time.perf_counter()
-    encoder = encoder or load_bi_encoder(settings.model, pooling=settings.pooling)
+    encoder = apply_backend(encoder or load_bi_encoder(settings.model, pooling=settings.pooling),
+                            backend=settings.backend, quantize=settings.quantize, device=settings.device,
+                            cache_dir=settings.onnx_cache_dir)
     index = ServingIndex.open(Path(settings.index_dir), mmap=settings.mmap_index)
     _check_pair(encoder, index)
 

@@ -34,6 +34,10 @@ DEFAULT_ANALYSIS_QUEUE = 4
 DEFAULT_KEEP_PREVIOUS = 2
 DEFAULT_BACKEND = "torch"
 BACKENDS = ("torch", "onnx")
+DEFAULT_QUANTIZE: str | None = None
+QUANTIZE_MODES = ("none", "int8")
+DEFAULT_DEVICE = "auto"
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class Settings:
     model_version: str = DEFAULT_MODEL_VERSION
     pooling: str | None = None
     backend: str = DEFAULT_BACKEND
+    quantize: str | None = DEFAULT_QUANTIZE  # "int8" needs backend "onnx"
+    device: str = DEFAULT_DEVICE  # auto: cuda when present, else cpu
+    onnx_cache_dir: Path | None = None  # None: ~/.cache/dprscope/onnx
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     analysis_port: int | None = DEFAULT_ANALYSIS_PORT  # None disables the sidecar; 0 picks a free port
@@ -85,5 +92,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend {self.backend!r} is not one of {BACKENDS}")
+        if (self.quantize or "none") not in QUANTIZE_MODES:
+            raise ValueError(f"quantize {self.quantize!r} is not one of {QUANTIZE_MODES}")
+        if (self.quantize or "none") != "none" and self.backend != "onnx":
+            raise ValueError(f"quantize {self.quantize!r} needs backend 'onnx', not {self.backend!r}")
+        if self.device.split(":", 1)[0] not in DEVICES:
+            raise ValueError(f"device {self.device!r} is not one of {DEVICES} (optionally cuda:N)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
