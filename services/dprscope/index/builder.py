@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dprscope import __version__
 from dprscope.encoders import BiEncoder
 from dprscope.errors import FailedPrecondition, InvalidArgument, NoIndex
@@ -141,6 +143,24 @@ def _resume_point(out_dir: Path, shard_size: int, dim: int, store: PassageStore 
     return scan
 
 
+Passage = tuple[str, str, str]
+EncodeBatches = Callable[[Iterator[Passage], int], Iterator[tuple[list[Passage], np.ndarray]]]
+"""An encode engine: (id, title, text) stream + batch size -> (batch, vectors) in input order."""
+
+
+def _local_batches(
+    encoder: BiEncoder, passages: Iterator[Passage], batch_size: int, cancel: CancelToken | None
+) -> Iterator[tuple[list[Passage], np.ndarray]]:
+    """The in-process engine: this encoder, one batch at a time."""
+    while True:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        batch = list(itertools.islice(passages, batch_size))
+        if not batch:
+            return
+        yield batch, encoder.encode_passages([b[1] for b in batch], [b[2] for b in batch], batch_size=batch_size)
+
+
 def _encode_stream(
     passages: Iterator[tuple[str, str, str]],
     start_row: int,
@@ -150,17 +170,22 @@ def _encode_stream(
     ticker: ProgressTicker,
     cancel: CancelToken | None,
     keep_records: bool,
+    encode_batches: EncodeBatches | None = None,
 ) -> int:
-    """Encode (id, title, text) triples batch by batch into the writer; return rows done."""
+    """Encode (id, title, text) triples batch by batch into the writer; return rows done.
+
+    ``encode_batches`` swaps the engine (e.g. a Ray actor pool) but must yield the batches
+    in input order; shards, store rows and resume stay this function's job either way.
+    """
     row = start_row
     ticker.update(row, "encoding", force=True)
-    while True:
+    if encode_batches is None:
+        source = _local_batches(encoder, passages, batch_size, cancel)
+    else:
+        source = encode_batches(passages, batch_size)
+    for batch, vectors in source:
         if cancel is not None:
             cancel.raise_if_cancelled()
-        batch = list(itertools.islice(passages, batch_size))
-        if not batch:
-            break
-        vectors = encoder.encode_passages([b[1] for b in batch], [b[2] for b in batch], batch_size=batch_size)
         records = (
             [PassageRecord(row + i, pid, title, text) for i, (pid, title, text) in enumerate(batch)]
             if keep_records
@@ -234,6 +259,7 @@ def build_index(
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
     overwrite: bool = False,
+    encode_batches: EncodeBatches | None = None,
 ) -> Manifest:
     """Build (or resume, or return) the index directory for ``corpus`` under ``out_dir``.
 
@@ -247,6 +273,7 @@ def build_index(
         keep_shards: keep ``shards/`` after success (to rebuild other index types cheaply).
         progress, cancel: stage ``encode`` then ``index``; cancel is checked between batches.
         overwrite: wipe a directory built (or half-built) from other inputs instead of refusing.
+        encode_batches: another encode engine (``dprscope.distributed``); ``None`` encodes here.
 
     Raises:
         FailedPrecondition: ``out_dir`` holds a build from other inputs and not ``overwrite``.
@@ -280,7 +307,8 @@ def build_index(
             writer = ShardWriter(out_dir / SHARDS_DIR, shard_size, encoder.dim, store, scan.shards)
             stream = _skip_checked(read_corpus(corpus, split_words), scan.rows, store, corpus)
             total_rows = _encode_stream(
-                stream, scan.rows, encoder, writer, batch_size, ticker, cancel, keep_records=True
+                stream, scan.rows, encoder, writer, batch_size, ticker, cancel, keep_records=True,
+                encode_batches=encode_batches,
             )
             shard_count = writer.next_shard
         else:
