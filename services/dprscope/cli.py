@@ -175,8 +175,31 @@ def _build(corpus: Path, out: Path, model: str, pooling: str | None, index_type:
 
 
 def cmd_build_index(args: argparse.Namespace) -> int:
-    _build(args.corpus, args.out, args.model, args.pooling, args.index_type, args.batch_size,
-           args.split_words, args.shard_size, args.keep_shards)
+    if args.engine == "local" and args.device in ("auto", "cpu"):
+        _build(args.corpus, args.out, args.model, args.pooling, args.index_type, args.batch_size,
+               args.split_words, args.shard_size, args.keep_shards)
+        return 0
+    from dprscope.progress_bar import ProgressBar
+
+    bar = ProgressBar(unit="passages")
+    kwargs = {"index_type": args.index_type, "batch_size": args.batch_size, "shard_size": args.shard_size,
+                  "split_words": args.split_words, "keep_shards": args.keep_shards, "progress": bar}
+    try:
+        if args.engine == "ray":
+            from dprscope.distributed.ray_build import RayEncodeConfig, build_index_ray
+
+            config = RayEncodeConfig(model=args.model, pooling=args.pooling, device=args.device, actors=args.actors)
+            manifest = build_index_ray(args.corpus, args.out, config, **kwargs)
+        else:
+            from dprscope.encoders.runtime import build_encoder
+            from dprscope.index.builder import build_index
+
+            encoder = build_encoder(args.model, pooling=args.pooling, device=args.device)
+            manifest = build_index(args.corpus, args.out, encoder, **kwargs)
+    finally:
+        bar.close()
+    print(f"index {manifest.index_version}: {manifest.passages} passages, dim {manifest.dim}, "
+          f"{manifest.index_type} -> {args.out}")
     return 0
 
 
@@ -258,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-words", type=int, default=None,
                    help="split raw articles into passages of at most N words (DPR uses 100)")
     p.add_argument("--keep-shards", action="store_true", help="keep shards/ after the build")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where passages are encoded: here, or a Ray Data actor pool (extra [distributed])")
+    p.add_argument("--device", default=S.DEFAULT_DEVICE, help="auto, cpu or cuda[:N] for the encoder")
+    p.add_argument("--actors", type=int, default=2, help="--engine ray: encoder actors (one model each)")
     p.set_defaults(func=cmd_build_index)
 
     p = sub.add_parser("import-embeddings", help="build an index from DPR's pre-computed passage embeddings")
