@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from dprscope.errors import InvalidArgument
 from dprscope.metrics import Metrics
 from dprscope.models.registry import ModelRegistry
 from dprscope.models.swap import LoadRequest, ModelListing, SwapManager, VersionView
@@ -29,9 +30,19 @@ _STATE = pb.ModelVersion.State
 
 
 # --- converters ---------------------------------------------------------------------------
+def _enum_name(enum, value: int, field: str, default: str) -> str:
+    """Name of a known enum value; an unknown number (proto3 keeps them) is the caller's error."""
+    if not value:
+        return default
+    if value not in enum.values():
+        allowed = [name for name, number in enum.items() if number]
+        raise InvalidArgument(f"{field}={value} is not a known value; expected one of {allowed}")
+    return enum.Name(value)
+
+
 def load_request(request: pb.LoadCheckpointRequest) -> LoadRequest:
-    kind = _KIND.Name(request.kind) if request.kind else "FULL"
-    role = _ROLE.Name(request.role) if request.role else "BOTH"
+    kind = _enum_name(_KIND, request.kind, "kind", "FULL")
+    role = _enum_name(_ROLE, request.role, "role", "BOTH")
     return LoadRequest(path=request.path, version=request.version, kind=kind, role=role,
                        base_version=request.base_version, pooling=request.pooling)
 

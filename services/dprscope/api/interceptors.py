@@ -21,19 +21,56 @@ from dprscope.metrics import Metrics
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"
+# Status messages travel in the grpc-message trailer, and peers drop trailers above 8 KiB
+# (the client then sees RESOURCE_EXHAUSTED "Stream removed" instead of our status). Domain
+# messages quote the caller's values, so an oversized value must not turn an
+# INVALID_ARGUMENT into that: clip them.
+MAX_STATUS_MESSAGE_CHARS = 1024
+
+
+def _clip(message: str) -> str:
+    if len(message) <= MAX_STATUS_MESSAGE_CHARS:
+        return message
+    return message[: MAX_STATUS_MESSAGE_CHARS - 16] + " ...(truncated)"
 
 
 def _method_name(full: str) -> str:
     return full.rsplit("/", 1)[-1]
 
 
+class _Undecodable:
+    """Stands in for a request body that is not a valid protobuf message.
+
+    grpc answers a deserializer exception with INTERNAL ("Exception deserializing
+    request!"), which blames the server for the client's bytes; returning this marker
+    instead lets the handler answer INVALID_ARGUMENT.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable | None) -> Callable | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, invalid UTF-8 in a string field, ...
+            return _Undecodable(type(exc).__name__)
+    return parse
+
+
 def _wrap(handler: grpc.RpcMethodHandler, wrap_unary: Callable, wrap_stream: Callable) -> grpc.RpcMethodHandler:
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(wrap_unary(handler.unary_unary),
-                                                   handler.request_deserializer, handler.response_serializer)
+                                                   _tolerant(handler.request_deserializer),
+                                                   handler.response_serializer)
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(wrap_stream(handler.unary_stream),
-                                                    handler.request_deserializer, handler.response_serializer)
+                                                    _tolerant(handler.request_deserializer),
+                                                    handler.response_serializer)
     return handler  # client-streaming shapes are not used by dprscope
 
 
@@ -61,7 +98,11 @@ class ServingInterceptor(grpc.ServerInterceptor):
         method = _method_name(full)
         return _wrap(handler, lambda fn: self._unary(method, fn), lambda fn: self._stream(method, fn))
 
-    def _admit(self, method: str, context: grpc.ServicerContext) -> None:
+    def _admit(self, method: str, request: object, context: grpc.ServicerContext) -> None:
+        if isinstance(request, _Undecodable):
+            self._record(method, grpc.StatusCode.INVALID_ARGUMENT, 0.0)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"the request body is not a valid {method} request message ({request.reason})")
         if not self._slots.acquire(blocking=False):
             self._record(method, grpc.StatusCode.RESOURCE_EXHAUSTED, 0.0)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -84,7 +125,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
 
     def _unary(self, method: str, fn: Callable) -> Callable:
         def handle(request, context):
-            self._admit(method, context)
+            self._admit(method, request, context)
             gauge = self.metrics.inflight.labels(self.server_name)
             gauge.inc()
             started = time.perf_counter()
@@ -94,7 +135,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
             except Exception as exc:
                 code = self._fail(method, exc, context)
                 if isinstance(exc, DprscopeError):
-                    context.abort(code, str(exc))
+                    context.abort(code, _clip(str(exc)))
                 if code == grpc.StatusCode.INTERNAL and context.code() in (None, grpc.StatusCode.OK):
                     context.abort(code, INTERNAL_MESSAGE)
                 raise
@@ -106,7 +147,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
 
     def _stream(self, method: str, fn: Callable) -> Callable:
         def handle(request, context) -> Iterable:
-            self._admit(method, context)
+            self._admit(method, request, context)
             gauge = self.metrics.inflight.labels(self.server_name)
             gauge.inc()
             started = time.perf_counter()
@@ -116,7 +157,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
             except Exception as exc:
                 code = self._fail(method, exc, context)
                 if isinstance(exc, DprscopeError):
-                    context.abort(code, str(exc))
+                    context.abort(code, _clip(str(exc)))
                 if code == grpc.StatusCode.INTERNAL and context.code() in (None, grpc.StatusCode.OK):
                     context.abort(code, INTERNAL_MESSAGE)
                 raise
