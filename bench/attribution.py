@@ -6,12 +6,14 @@ per chunk) against a reference loop in the style of the knowledge-neurons librar
 no step batching: per layer, one forward and one backward per step. The target is a
 ratio >= 3x. Both compute the same attributions; the script checks that they agree.
 
-The second half of issue 4's benchmark (Search p99 while a job runs vs idle) belongs
-to the serving side; its entry point is ``bench_search_p99_under_attribution`` below.
+``--search-p99`` runs the second half of issue 4's benchmark instead: Search p99 on a
+served index while attribution jobs run on the sidecar vs idle (target <= 1.5x), in
+``bench_search_p99_under_attribution``.
 
 Usage::
 
     python bench/attribution.py --examples 5 --steps 20 [--side query|passage] [--sublayer intermediate]
+    python bench/attribution.py --search-p99 [--passages 2000 --requests 200 --steps 20]
 """
 
 from __future__ import annotations
@@ -92,13 +94,70 @@ def reference_loop(bi: BiEncoder, query: str, passages: list[Context], *, side: 
     return out
 
 
-def bench_search_p99_under_attribution(*args: object, **kwargs: object) -> None:
+def bench_search_p99_under_attribution(passages: int = 2000, requests: int = 200, steps: int = 20,
+                                       index_dir: Path | None = None) -> dict[str, float]:
     """Search p99 latency while an attribution job runs vs idle (target <= 1.5x).
 
-    Placeholder for the serving side (it needs the running Retriever server): left for
-    whoever owns the server benchmarks. ``main`` does not call it.
+    A real ``dprscope serve`` subprocess (Retriever + Analysis sidecar) over a flat index
+    of ``passages`` real passages; one client sends ``requests`` sequential Searches idle,
+    then again while a long all-layer attribution (both sublayers, ``steps`` steps, run
+    back to back) streams on the sidecar. Returns and prints p50/p99 and their ratios.
     """
-    raise NotImplementedError("Search-p99-under-attribution benchmark is added with the server benchmarks")
+    import sys
+    import threading
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import ROOT, ensure_index, free_port, nq_questions, percentiles, print_table, start_server_process
+
+    from dprscope_client import AnalysisClient, RetrieverClient
+
+    index_dir = ensure_index(index_dir or ROOT / "out" / "bench-index-attribution", passages)
+    questions = nq_questions(requests)
+    examples = load_examples(4)
+    analysis_port = free_port()
+    proc, port = start_server_process(index_dir, "--analysis-port", str(analysis_port))
+
+    def searches(client: RetrieverClient) -> list[float]:
+        samples = []
+        for q in questions:
+            t = time.perf_counter()
+            client.search(q, top_k=10)
+            samples.append(time.perf_counter() - t)
+        return samples
+
+    stop = threading.Event()
+    jobs = 0
+
+    def attribution_loop() -> None:
+        nonlocal jobs
+        with AnalysisClient(f"127.0.0.1:{analysis_port}") as analysis:
+            while not stop.is_set():
+                query, ctxs = examples[jobs % len(examples)]
+                analysis.attribute(query, [(c.title, c.text) for c in ctxs], sublayer="both", steps=steps)
+                jobs += 1
+
+    try:
+        with RetrieverClient(f"127.0.0.1:{port}", timeout=30) as client:
+            searches(client)  # warm-up
+            idle = searches(client)
+            worker = threading.Thread(target=attribution_loop, daemon=True)
+            worker.start()
+            time.sleep(1.0)  # let the first job get going
+            busy = searches(client)
+            stop.set()
+            worker.join(300)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    i50, i99 = percentiles(idle)
+    b50, b99 = percentiles(busy)
+    print(f"\nSearch under attribution: {passages} passages (flat), {requests} sequential searches each, "
+          f"attribution all layers x both sublayers, m={steps}, {jobs} jobs finished during the busy phase")
+    print_table(["phase", "p50 ms", "p99 ms"], [["idle", f"{i50:.2f}", f"{i99:.2f}"],
+                                               ["attribution running", f"{b50:.2f}", f"{b99:.2f}"],
+                                               ["ratio", f"{b50 / i50:.2f}x", f"{b99 / i99:.2f}x (target <= 1.5x)"]])
+    return {"idle_p50_ms": i50, "idle_p99_ms": i99, "busy_p50_ms": b50, "busy_p99_ms": b99,
+            "p99_ratio": b99 / i99, "jobs": float(jobs)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=("score", "positive_prob"), default="score")
     parser.add_argument("--sublayer", choices=("intermediate", "output"), default="intermediate")
     parser.add_argument("--model", default="default", help="model spec (default: the embedded MiniLM)")
+    parser.add_argument("--search-p99", action="store_true",
+                        help="instead: Search p99 while an attribution runs vs idle, on a served index")
+    parser.add_argument("--passages", type=int, default=2000, help="index size for --search-p99")
+    parser.add_argument("--requests", type=int, default=200, help="searches per phase for --search-p99")
     args = parser.parse_args(argv)
+    if args.search_p99:
+        bench_search_p99_under_attribution(args.passages, args.requests, args.steps)
+        return 0
 
     bi = load_bi_encoder(args.model)
     examples = load_examples(args.examples)
