@@ -149,9 +149,12 @@ def bench_search_p99_under_attribution(passages: int = 2000, requests: int = 200
     finally:
         proc.terminate()
         proc.wait(30)
+    import json
+
+    served = json.loads((index_dir / "manifest.json").read_text()).get("passages", passages)
     i50, i99 = percentiles(idle)
     b50, b99 = percentiles(busy)
-    print(f"\nSearch under attribution: {passages} passages (flat), {requests} sequential searches each, "
+    print(f"\nSearch under attribution: {served} passages (flat), {requests} sequential searches each, "
           f"attribution all layers x both sublayers, m={steps}, {jobs} jobs finished during the busy phase")
     print_table(["phase", "p50 ms", "p99 ms"], [["idle", f"{i50:.2f}", f"{i99:.2f}"],
                                                ["attribution running", f"{b50:.2f}", f"{b99:.2f}"],
