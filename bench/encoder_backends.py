@@ -1,0 +1,81 @@
+"""Encoder backends side by side: torch fp32 vs ONNX Runtime fp32 vs ORT int8 (per channel).
+
+Per backend: query latency at batch 1 (median over NQ questions), passage throughput at
+batch 64 (real Wikipedia passages), cosine agreement with torch fp32, and top-10 overlap
+of retrieval over real passage embeddings (index built with torch, as deployed).
+
+    python bench/encoder_backends.py [--questions 200] [--passages 256] [--threads 2]
+
+Target (issue 6): int8 >= 2x torch fp32 speed, cosine >= 0.99, top-10 overlap >= 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import faiss
+import torch
+from _common import ROOT, nq_questions, print_table
+from index_scale import base_embeddings, real_passage_rows
+
+from dprscope.encoders import load_bi_encoder
+from dprscope.encoders.onnx_backend import OrtOptions, to_onnx
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--questions", type=int, default=200)
+    p.add_argument("--passages", type=int, default=256, help="passages for the batch-64 throughput")
+    p.add_argument("--threads", type=int, default=2, help="torch threads and ORT intra-op threads")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    cache = ROOT / "out" / "onnx-cache"
+    torch_bi = load_bi_encoder("default")
+    backends = {
+        "torch fp32": torch_bi,
+        "ort fp32": to_onnx(torch_bi, OrtOptions(cache_dir=cache, intra_op_threads=args.threads)),
+        "ort int8": to_onnx(torch_bi, OrtOptions(cache_dir=cache, intra_op_threads=args.threads, quantize="int8")),
+    }
+    questions = nq_questions(args.questions)
+    rows = real_passage_rows(args.passages)
+    index = faiss.IndexFlatIP(384)
+    index.add(base_embeddings())  # 4000 real passages (ORT fp32 == torch to 1e-5)
+    ref = torch_bi.encode_queries(questions)
+    _, ref_top = index.search(ref, 10)
+    table = []
+    base_q = base_p = None
+    for name, bi in backends.items():
+        bi.encode_queries(questions[:4])
+        lat = []
+        for q in questions:
+            t = time.perf_counter()
+            bi.encode_queries([q], batch_size=1)
+            lat.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        bi.encode_passages([r[2] for r in rows], [r[1] for r in rows], batch_size=64)
+        pps = len(rows) / (time.perf_counter() - t)
+        got = bi.encode_queries(questions)
+        cos = (ref * got).sum(1)
+        _, top = index.search(got, 10)
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref_top, top, strict=True)])
+        q_ms = float(np.median(lat)) * 1e3
+        base_q = base_q or q_ms
+        base_p = base_p or pps
+        table.append([name, f"{q_ms:.2f}", f"{base_q / q_ms:.1f}x", f"{pps:.0f}", f"{pps / base_p:.1f}x",
+                      f"{cos.mean():.4f}", f"{cos.min():.4f}", f"{overlap:.3f}"])
+    print(f"# {len(questions)} NQ dev questions, {len(rows)} passages at batch 64, {args.threads} threads")
+    print_table(["backend", "query b1 ms (p50)", "speedup", "passages/s b64", "speedup", "cos mean", "cos min",
+                 "top-10 overlap"], table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
