@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dprscope.encoders.batcher import MicroBatcher
-from dprscope.errors import InvalidArgument
+from dprscope.errors import InvalidArgument, ReindexRequired
 from dprscope.index.vector_index import SearchParams
 from dprscope.jobs import Deadline
 from dprscope.metrics import Metrics
@@ -144,6 +144,8 @@ class RetrievalService:
         self._check_params(options)
         deadline.check("query encoding")
         with self.registry.lease(options.model_version or None) as lease:
+            if options.model_version:
+                self._check_pinned_pair(lease)
             encoded = self.batcher.encode(lease.encoder.query, list(queries), deadline)
             deadline.check("index search")
             t0 = time.perf_counter()
@@ -164,6 +166,23 @@ class RetrievalService:
             self.metrics.version_requests.labels(lease.version).inc(len(queries))
         index_version = lease.index.manifest.index_version
         return [SearchOutcome(hits, lease.version, index_version, timings) for hits in outcomes_hits]
+
+    def _check_pinned_pair(self, lease: Lease) -> None:
+        """A pinned, not-yet-active version must not search an index built by another context encoder.
+
+        Its query vectors would live in a different space than the index's passage vectors,
+        so results would look fine and be wrong. The active version is exempt: activation
+        already decided (re-index, or an operator's explicit ``allow_stale_index``).
+        """
+        if lease.version == self.registry.active_name:
+            return
+        version = self.registry.get(lease.version)
+        if version.stale_index:
+            return
+        if lease.encoder.context_fingerprint != lease.index.manifest.encoder_fingerprint:
+            raise ReindexRequired(
+                f"model_version {lease.version!r} changes the context encoder and its index is not built yet; "
+                "activate it (which re-indexes) or wait for its re-index to finish")
 
     def _hits(self, lease: Lease, scores: np.ndarray, rows: np.ndarray, options: SearchOptions) -> list[list[Hit]]:
         wanted: list[list[tuple[int, float]]] = []
