@@ -31,6 +31,7 @@ DEFAULT_DRAIN_S = 1.0
 DEFAULT_GRACE_S = 10.0
 DEFAULT_ANALYSIS_CONCURRENCY = 1
 DEFAULT_ANALYSIS_QUEUE = 4
+DEFAULT_ANALYSIS_YIELD = True  # analysis runs niced and waits between chunks while Search is busy
 DEFAULT_KEEP_PREVIOUS = 2
 DEFAULT_BACKEND = "torch"
 BACKENDS = ("torch", "onnx")
@@ -84,6 +85,7 @@ class Settings:
     canary_file: Path | None = None
     analysis_concurrency: int = DEFAULT_ANALYSIS_CONCURRENCY
     analysis_queue: int = DEFAULT_ANALYSIS_QUEUE
+    analysis_yield: bool = DEFAULT_ANALYSIS_YIELD
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
