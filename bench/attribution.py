@@ -8,12 +8,15 @@ ratio >= 3x. Both compute the same attributions; the script checks that they agr
 
 ``--search-p99`` runs the second half of issue 4's benchmark instead: Search p99 on a
 served index while attribution jobs run on the sidecar vs idle (target <= 1.5x), in
-``bench_search_p99_under_attribution``.
+``bench_search_p99_under_attribution``. The server runs with its default
+``--analysis-yield`` (analysis niced, pausing between chunks while Search is busy);
+``--no-analysis-yield`` measures without it, ``--compare`` runs both back to back.
 
 Usage::
 
     python bench/attribution.py --examples 5 --steps 20 [--side query|passage] [--sublayer intermediate]
     python bench/attribution.py --search-p99 [--passages 2000 --requests 200 --steps 20]
+    python bench/attribution.py --search-p99 --compare     # --no-analysis-yield, then the default
 """
 
 from __future__ import annotations
@@ -95,13 +98,15 @@ def reference_loop(bi: BiEncoder, query: str, passages: list[Context], *, side: 
 
 
 def bench_search_p99_under_attribution(passages: int = 2000, requests: int = 200, steps: int = 20,
-                                       index_dir: Path | None = None) -> dict[str, float]:
+                                       index_dir: Path | None = None, analysis_yield: bool = True
+                                       ) -> dict[str, float]:
     """Search p99 latency while an attribution job runs vs idle (target <= 1.5x).
 
     A real ``dprscope serve`` subprocess (Retriever + Analysis sidecar) over a flat index
     of ``passages`` real passages; one client sends ``requests`` sequential Searches idle,
     then again while a long all-layer attribution (both sublayers, ``steps`` steps, run
     back to back) streams on the sidecar. Returns and prints p50/p99 and their ratios.
+    ``analysis_yield`` is the server's ``--analysis-yield`` flag.
     """
     import sys
     import threading
@@ -115,7 +120,8 @@ def bench_search_p99_under_attribution(passages: int = 2000, requests: int = 200
     questions = nq_questions(requests)
     examples = load_examples(4)
     analysis_port = free_port()
-    proc, port = start_server_process(index_dir, "--analysis-port", str(analysis_port))
+    proc, port = start_server_process(index_dir, "--analysis-port", str(analysis_port),
+                                      "--analysis-yield" if analysis_yield else "--no-analysis-yield")
 
     def searches(client: RetrieverClient) -> list[float]:
         samples = []
@@ -154,13 +160,14 @@ def bench_search_p99_under_attribution(passages: int = 2000, requests: int = 200
     served = json.loads((index_dir / "manifest.json").read_text()).get("passages", passages)
     i50, i99 = percentiles(idle)
     b50, b99 = percentiles(busy)
-    print(f"\nSearch under attribution: {served} passages (flat), {requests} sequential searches each, "
-          f"attribution all layers x both sublayers, m={steps}, {jobs} jobs finished during the busy phase")
+    print(f"\nSearch under attribution ({'--analysis-yield' if analysis_yield else '--no-analysis-yield'}): "
+          f"{served} passages (flat), {requests} sequential searches each, attribution all layers x both "
+          f"sublayers, m={steps}, {jobs} jobs finished during the busy phase")
     print_table(["phase", "p50 ms", "p99 ms"], [["idle", f"{i50:.2f}", f"{i99:.2f}"],
                                                ["attribution running", f"{b50:.2f}", f"{b99:.2f}"],
                                                ["ratio", f"{b50 / i50:.2f}x", f"{b99 / i99:.2f}x (target <= 1.5x)"]])
     return {"idle_p50_ms": i50, "idle_p99_ms": i99, "busy_p50_ms": b50, "busy_p99_ms": b99,
-            "p99_ratio": b99 / i99, "jobs": float(jobs)}
+            "p50_ratio": b50 / i50, "p99_ratio": b99 / i99, "jobs": float(jobs)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,9 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: Search p99 while an attribution runs vs idle, on a served index")
     parser.add_argument("--passages", type=int, default=2000, help="index size for --search-p99")
     parser.add_argument("--requests", type=int, default=200, help="searches per phase for --search-p99")
+    parser.add_argument("--analysis-yield", action=argparse.BooleanOptionalAction, default=True,
+                        help="the server's --analysis-yield for --search-p99 (default on)")
+    parser.add_argument("--compare", action="store_true",
+                        help="with --search-p99: run --no-analysis-yield, then --analysis-yield")
     args = parser.parse_args(argv)
     if args.search_p99:
-        bench_search_p99_under_attribution(args.passages, args.requests, args.steps)
+        for flag in ((False, True) if args.compare else (args.analysis_yield,)):
+            bench_search_p99_under_attribution(args.passages, args.requests, args.steps, analysis_yield=flag)
         return 0
 
     bi = load_bi_encoder(args.model)

@@ -327,7 +327,8 @@ def attribute(bi: BiEncoder, query: str, passages: Sequence[PassageLike], *, tar
               n_steps: int = DEFAULT_N_STEPS, method: str = "riemann_right", positions: str = "all",
               threshold: float = DEFAULT_THRESHOLD, top_neurons: int = DEFAULT_TOP_NEURONS,
               return_scores: bool = False, internal_batch_size: int | None = None,
-              progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> AttributionResult:
+              progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+              between_chunks: Callable[[], object] | None = None) -> AttributionResult:
     """Knowledge-neuron integrated gradients for one query and its passages.
 
     Args:
@@ -351,6 +352,9 @@ def attribute(bi: BiEncoder, query: str, passages: Sequence[PassageLike], *, tar
         internal_batch_size: alphas per forward/backward; ``None``/0 = from a token budget.
         progress: receives ``Progress`` per chunk (rate-limited).
         cancel: checked between chunks.
+        between_chunks: called after each chunk (after the cancel check); may block
+            briefly. The server passes a hook that lets pending Search work have the CPU.
+            It never sees or changes any tensor, so results do not depend on it.
 
     Returns:
         One ``LayerAttribution`` per (layer, sublayer), layer-major.
@@ -425,6 +429,8 @@ def attribute(bi: BiEncoder, query: str, passages: Sequence[PassageLike], *, tar
             ticker.update(done, message)
             if cancel is not None:
                 cancel.raise_if_cancelled()
+            if between_chunks is not None:
+                between_chunks()
 
         result = integrate(encoder, features, modules[i], captured[i][0], objective, alphas, weights,
                            positions=positions, internal_batch_size=chunk, on_chunk=on_chunk)

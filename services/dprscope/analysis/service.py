@@ -14,6 +14,12 @@ all of it is domain policy, so it lives here rather than in the servicer:
   cancelled call stops the job at its next chunk. The handler always waits for the job
   to finish before it releases the lease and the slot, so "running" means running.
 * **Server-side files** must resolve (symlinks followed) inside ``data_root``.
+* **Search first** (``yield_to_serving``, on by default): both compete for the same cores
+  and torch's intra-op pool, so analysis threads run at a lower OS priority
+  (``lower_thread_priority``, Linux per-thread nice, inherited by the OpenMP workers they
+  start), and between chunks of interpolation steps an attribution waits, bounded, while
+  ``serving_busy()`` says Search work is pending (``ServingYield``). Neither touches a
+  tensor, so results are the same; a job only takes longer while Search is busy.
 
 ``run`` yields ``Progress`` objects and then the result; ``dprscope.api.analysis``
 turns both into protobuf.
@@ -22,7 +28,9 @@ turns both into protobuf.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -63,6 +71,73 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _POLL_S = 0.1
+
+DEFAULT_YIELD_MAX_WAIT_S = 0.05
+"""Longest a job waits for Search at one chunk boundary: Search goes first, analysis never starves."""
+DEFAULT_YIELD_POLL_S = 0.002
+DEFAULT_ANALYSIS_NICE = 10
+"""Added to the analysis threads' nice value (CFS weight ~1/9 of a nice-0 Search thread)."""
+
+
+# ----------------------------------------------------------------------------- search first
+
+
+class ServingYield:
+    """Called between chunks: while ``busy()`` (Search work pending) wait, at most ``max_wait_s``.
+
+    ``busy`` must be cheap (the composition root passes the encode batcher's ``busy``).
+    ``sleep`` and ``clock`` are injectable so tests need no timing.
+    """
+
+    def __init__(self, busy: Callable[[], bool], *, max_wait_s: float = DEFAULT_YIELD_MAX_WAIT_S,
+                 poll_s: float = DEFAULT_YIELD_POLL_S, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_wait_s < 0 or poll_s <= 0:
+            raise ValueError("max_wait_s must be >= 0 and poll_s > 0")
+        self.busy = busy
+        self.max_wait_s = max_wait_s
+        self.poll_s = poll_s
+        self._sleep = sleep
+        self._clock = clock
+        self.yields = 0
+        self.waited_s = 0.0
+
+    def __call__(self) -> float:
+        """Wait while Search is busy (bounded); returns the seconds waited."""
+        if not self.busy():
+            return 0.0
+        started = self._clock()
+        until = started + self.max_wait_s
+        while True:
+            now = self._clock()
+            if now >= until or not self.busy():
+                break
+            self._sleep(min(self.poll_s, until - now))
+        waited = self._clock() - started
+        self.yields += 1
+        self.waited_s += waited
+        return waited
+
+
+def lower_thread_priority(increment: int = DEFAULT_ANALYSIS_NICE) -> bool:
+    """Raise the calling thread's nice value by ``increment``; False where not possible.
+
+    Linux only: there ``setpriority(PRIO_PROCESS, tid)`` acts on one thread, and threads it
+    creates later (torch's OpenMP workers for its parallel regions) inherit the value, so
+    call it before the thread first runs torch. Elsewhere PRIO_PROCESS would mean the whole
+    process (or another one), so nothing is done. Raising nice needs no privilege; it
+    cannot be lowered back, so use it on dedicated threads only.
+    """
+    if increment <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + increment))
+    except OSError:
+        log.debug("could not lower the analysis thread's priority", exc_info=True)
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- admission
@@ -235,12 +310,17 @@ class AnalysisService:
     """Admits, leases and runs analysis jobs; one per analysis server."""
 
     def __init__(self, registry: ModelRegistry, metrics: Metrics, *, concurrency: int = 1, queue_size: int = 4,
-                 data_root: Path | None = None) -> None:
+                 data_root: Path | None = None, serving_busy: Callable[[], bool] | None = None,
+                 yield_to_serving: bool = True) -> None:
+        """``serving_busy``: cheap "Search work is pending" signal; with ``yield_to_serving``
+        attributions wait for it between chunks, and job threads run at a lower priority."""
         self.registry = registry
         self.metrics = metrics
         self.gate = JobGate(concurrency, queue_size)
         self.data_root = Path(data_root) if data_root is not None else None
-        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dprscope-analysis")
+        self.serving_yield = ServingYield(serving_busy) if yield_to_serving and serving_busy is not None else None
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dprscope-analysis",
+                                            initializer=lower_thread_priority if yield_to_serving else None)
 
     def close(self) -> None:
         """Stop accepting jobs; running ones are already cancelled by their RPCs ending."""
@@ -269,7 +349,7 @@ class AnalysisService:
                                  positions=job.positions, threshold=job.threshold, top_neurons=job.top_neurons,
                                  return_scores=job.return_scores,
                                  internal_batch_size=job.internal_batch_size or None,
-                                 progress=progress, cancel=cancel_token)
+                                 progress=progress, cancel=cancel_token, between_chunks=self.serving_yield)
             return body
 
         return self.run("attribute", model_version, prepare, cancel=cancel, deadline=deadline)

@@ -85,7 +85,8 @@ def attach_analysis(handle: ServerHandle) -> None:
 
     settings = handle.settings
     service = AnalysisService(handle.registry, handle.metrics, concurrency=settings.analysis_concurrency,
-                              queue_size=settings.analysis_queue, data_root=settings.data_root)
+                              queue_size=settings.analysis_queue, data_root=settings.data_root,
+                              serving_busy=lambda: handle.batcher.busy, yield_to_serving=settings.analysis_yield)
     # The gate refuses beyond running + queued with its own clear message; the
     # interceptor's cap only has to bound handler threads above that.
     inflight = settings.analysis_concurrency + settings.analysis_queue + _SPARE_WORKERS

@@ -73,6 +73,7 @@ class MicroBatcher:
         self._observer = observer
         self._stopped = threading.Event()
         self._last_jobs = 1
+        self._active = False  # the worker holds a batch (gathering or encoding)
         self._thread = threading.Thread(target=self._run, name="dprscope-encode", daemon=True)
         self._thread.start()
 
@@ -80,6 +81,11 @@ class MicroBatcher:
     def depth(self) -> int:
         """Jobs waiting to be encoded."""
         return self._queue.qsize() + len(self._carry)
+
+    @property
+    def busy(self) -> bool:
+        """Encoding now or jobs waiting: cheap enough to poll (e.g. by background work that yields)."""
+        return self._active or not self._queue.empty() or bool(self._carry)
 
     def submit(self, encoder: TextEncoder, texts: Sequence[str], deadline: Deadline | None = None
                ) -> Future[EncodeResult]:
@@ -151,11 +157,15 @@ class MicroBatcher:
                     self._drain_remaining()
                     return
                 continue
-            batch = [job for job in self._gather(first) if self._still_wanted(job)]
-            if not batch:
-                continue
-            self._last_jobs = len(batch)
-            self._encode(batch)
+            self._active = True
+            try:
+                batch = [job for job in self._gather(first) if self._still_wanted(job)]
+                if not batch:
+                    continue
+                self._last_jobs = len(batch)
+                self._encode(batch)
+            finally:
+                self._active = False
 
     def _still_wanted(self, job: _Job) -> bool:
         if job.future.cancelled():
