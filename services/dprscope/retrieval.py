@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dprscope.encoders.batcher import MicroBatcher
+from dprscope.encoders.batcher import MicroBatcher, SearchSpec
 from dprscope.errors import InvalidArgument, ReindexRequired
 from dprscope.index.vector_index import SearchParams
 from dprscope.jobs import Deadline
@@ -146,11 +146,9 @@ class RetrievalService:
         with self.registry.lease(options.model_version or None) as lease:
             if options.model_version:
                 self._check_pinned_pair(lease)
-            encoded = self.batcher.encode(lease.encoder.query, list(queries), deadline)
-            deadline.check("index search")
-            t0 = time.perf_counter()
-            scores, rows = lease.index.search(encoded.vectors, k, options.params)
-            search_s = time.perf_counter() - t0
+            encoded = self.batcher.encode(lease.encoder.query, list(queries), deadline,
+                                          SearchSpec(lease.index, k, options.params))
+            scores, rows, search_s = encoded.scores, encoded.rows, encoded.search_s
             t0 = time.perf_counter()
             outcomes_hits = self._hits(lease, scores, rows, options)
             fetch_s = time.perf_counter() - t0

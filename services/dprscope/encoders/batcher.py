@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,12 +42,36 @@ class BatchStats:
     encode_s: float
 
 
+class Searchable(Protocol):
+    """Anything with a batched top-k search (the serving index)."""
+
+    def search(self, queries: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """Search to run on a job's vectors right after encoding, batched with its neighbours.
+
+    Jobs that share an index and search params are searched with one FAISS call (BLAS for
+    flat indexes, one pass for graph/IVF), at the largest ``k`` among them, and each job keeps
+    its own prefix. Running the search on the encoder thread also keeps every compute-heavy
+    call on one thread, so torch's and faiss' OpenMP pools never fight over the cores.
+    """
+
+    index: Searchable
+    k: int
+    params: Any
+
+
 @dataclass
 class EncodeResult:
     vectors: np.ndarray
     queue_s: float
     encode_s: float
     batch_texts: int
+    scores: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    search_s: float = 0.0
 
 
 @dataclass
@@ -54,6 +79,7 @@ class _Job:
     encoder: TextEncoder
     texts: Sequence[str]
     deadline: Deadline
+    search: SearchSpec | None = None
     enqueued: float = field(default_factory=time.perf_counter)
     future: Future[EncodeResult] = field(default_factory=Future)
 
@@ -87,12 +113,12 @@ class MicroBatcher:
         """Encoding now or jobs waiting: cheap enough to poll (e.g. by background work that yields)."""
         return self._active or not self._queue.empty() or bool(self._carry)
 
-    def submit(self, encoder: TextEncoder, texts: Sequence[str], deadline: Deadline | None = None
-               ) -> Future[EncodeResult]:
+    def submit(self, encoder: TextEncoder, texts: Sequence[str], deadline: Deadline | None = None,
+               search: SearchSpec | None = None) -> Future[EncodeResult]:
         """Queue texts for encoding; raises ``Overloaded`` when the queue is full."""
         if self._stopped.is_set():
             raise Unavailable("the encoder is shutting down")
-        job = _Job(encoder, texts, deadline or Deadline())
+        job = _Job(encoder, texts, deadline or Deadline(), search)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -101,11 +127,11 @@ class MicroBatcher:
             ) from None
         return job.future
 
-    def encode(self, encoder: TextEncoder, texts: Sequence[str], deadline: Deadline | None = None
-               ) -> EncodeResult:
+    def encode(self, encoder: TextEncoder, texts: Sequence[str], deadline: Deadline | None = None,
+               search: SearchSpec | None = None) -> EncodeResult:
         """Submit and wait, honouring the deadline while waiting."""
         deadline = deadline or Deadline()
-        future = self.submit(encoder, texts, deadline)
+        future = self.submit(encoder, texts, deadline, search)
         remaining = deadline.remaining
         try:
             return future.result(timeout=None if remaining is None else max(remaining, 0.0) + 0.05)
@@ -186,17 +212,54 @@ class MicroBatcher:
                 job.future.set_exception(exc)
             return
         encode_s = time.perf_counter() - started
+        results: list[EncodeResult | BaseException] = []
         offset = 0
         for job in batch:
             n = len(job.texts)
-            job.future.set_result(EncodeResult(vectors[offset:offset + n], started - job.enqueued,
-                                               encode_s, len(texts)))
+            results.append(EncodeResult(vectors[offset:offset + n], started - job.enqueued, encode_s, len(texts)))
             offset += n
+        self._search(batch, results)
+        for job, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
         if self._observer is not None:
             try:
                 self._observer(BatchStats(len(batch), len(texts), encode_s))
             except Exception:
                 log.exception("batch observer failed")
+
+    @staticmethod
+    def _search(batch: list[_Job], results: list[EncodeResult | BaseException]) -> None:
+        """Run the jobs' searches, one FAISS call per (index, params) group."""
+        groups: dict[tuple[int, Any], list[int]] = {}
+        for i, job in enumerate(batch):
+            if job.search is not None:
+                groups.setdefault((id(job.search.index), job.search.params), []).append(i)
+        for members in groups.values():
+            spec = batch[members[0]].search
+            if spec is None:  # cannot happen: only jobs with a search are grouped
+                continue
+            k = max(batch[i].search.k for i in members)  # type: ignore[union-attr]
+            queries = np.concatenate([results[i].vectors for i in members])  # type: ignore[union-attr]
+            started = time.perf_counter()
+            try:
+                scores, rows = spec.index.search(queries, k, spec.params)
+            except Exception as exc:  # bad params fail their own group only
+                for i in members:
+                    results[i] = exc
+                continue
+            search_s = time.perf_counter() - started
+            offset = 0
+            for i in members:
+                result = results[i]
+                job_k = batch[i].search.k  # type: ignore[union-attr]
+                n = len(batch[i].texts)
+                result.scores = scores[offset:offset + n, :job_k]  # type: ignore[union-attr]
+                result.rows = rows[offset:offset + n, :job_k]  # type: ignore[union-attr]
+                result.search_s = search_s  # type: ignore[union-attr]
+                offset += n
 
     def _drain_remaining(self) -> None:
         for job in self._carry:
