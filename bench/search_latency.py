@@ -19,14 +19,15 @@ from pathlib import Path
 
 from _common import ROOT, ensure_index, nq_questions, percentiles, print_table, start_server_process
 
-from dprscope.encoders import load_bi_encoder
+from dprscope.encoders.runtime import build_encoder
 from dprscope.index.serving import ServingIndex
 from dprscope.index.vector_index import SearchParams
 from dprscope_client import RetrieverClient
 
 
-def floor(index_dir: Path, questions: list[str], k: int) -> tuple[list[float], float]:
-    encoder = load_bi_encoder("default")
+def floor(index_dir: Path, questions: list[str], k: int, backend: str, quantize: str | None
+          ) -> tuple[list[float], float]:
+    encoder = build_encoder("default", backend=backend, quantize=quantize)
     index = ServingIndex.open(index_dir)
     for q in questions[:10]:  # warm-up
         encoder.encode_queries([q])
@@ -81,14 +82,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per concurrency level")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--index-dir", type=Path, default=ROOT / "out" / "bench-index")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="encoder runtime for both the floor and the service")
+    parser.add_argument("--quantize", choices=("none", "int8"), default="none")
     args = parser.parse_args()
 
     index_dir = ensure_index(args.index_dir, args.passages)
     questions = nq_questions(max(args.requests, 200))
-    floor_samples, floor_qps = floor(index_dir, questions[: args.requests], args.k)
+    quantize = None if args.quantize == "none" else args.quantize
+    floor_samples, floor_qps = floor(index_dir, questions[: args.requests], args.k, args.backend, quantize)
     f50, f99 = percentiles(floor_samples)
     rows = [["in-process floor (sequential)", 1, f"{f50:.2f}", f"{f99:.2f}", f"{floor_qps:.1f}", "1.00", "1.00", 0]]
-    proc, port = start_server_process(index_dir)
+    proc, port = start_server_process(index_dir, "--backend", args.backend, "--quantize", args.quantize)
     try:
         for c in (1, 8, 32):
             samples, qps, failures = service(port, questions, args.k, c, args.requests if c == 1 else args.requests * 2)
@@ -98,7 +103,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(30)
-    print(f"\nindex: {args.passages} passages (flat, all-MiniLM-L6-v2, dim 384), top_k={args.k}\n")
+    print(f"\nindex: {args.passages} passages (flat, all-MiniLM-L6-v2, dim 384), top_k={args.k}, "
+          f"backend {args.backend} ({args.quantize})\n")
     print_table(["setup", "concurrency", "p50 ms", "p99 ms", "QPS", "p50 / floor p50", "QPS / floor QPS",
                  "failed"], rows)
 
