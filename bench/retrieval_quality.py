@@ -2,10 +2,10 @@
 
 Builds (or reuses) an index of all 18,751 passages of
 ``../shared/data/wikipedia-passages-combined/psgs.tsv`` with the chosen model and asks
-the 2,655 NQ-open dev questions of ``nq-open-oracle-gold``; a question counts as answered
+the 1,750 NQ-open dev questions of ``nq-open-oracle-gold``; a question counts as answered
 at k when an answer string occurs in one of its top-k passages (DPR's rule).
 
-    python bench/retrieval_quality.py [--questions 2655] [--index-type flat] [--model default]
+    python bench/retrieval_quality.py [--questions 1750] [--index-type flat] [--model default]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dprscope.progress_bar import ProgressBar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=2655)
+    parser.add_argument("--questions", type=int, default=1750)
     parser.add_argument("--index-type", default="flat", choices=("flat", "hnsw", "ivfpq"))
     parser.add_argument("--model", default="default")
     parser.add_argument("--index-dir", type=Path, default=ROOT / "out" / "quality-index")

@@ -3,7 +3,7 @@
 CI runs a subset: 100 NQ-open questions over an index of their gold passages, the
 BM25 hard negatives mined for them (lexically close, so this is a hard index) and
 other passages of the combined corpus. ``bench/retrieval_quality.py`` runs the full
-18,751-passage corpus with all 2,655 questions.
+18,751-passage corpus with all 1,750 questions.
 """
 
 from __future__ import annotations
