@@ -251,6 +251,9 @@ class OnnxTextEncoder(TextEncoder):
         if options.intra_op_threads:
             so.intra_op_num_threads = int(options.intra_op_threads)
         so.log_severity_level = 3
+        # ORT's idle intra-op threads busy-spin by default; beside FAISS and gRPC threads on a
+        # few cores that spinning steals the CPU the next request needs.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = ort_providers(options.device)
         self.session = ort.InferenceSession(str(self.onnx_path), sess_options=so, providers=self.providers)
         self._input_names = [i.name for i in self.session.get_inputs()]
