@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "services" / "dprscope"
 DOMAIN_ROOMS = ("encoders", "models", "index", "store", "analysis")
-DOMAIN_MODULES = ("retrieval.py", "errors.py", "jobs.py", "settings.py", "metrics.py")
+DOMAIN_MODULES = ("retrieval.py", "errors.py", "jobs.py", "settings.py", "metrics.py", "paths.py")
 FORBIDDEN = ("grpc", "grpc_health", "grpc_reflection", "dprscope.v1", "dprscope.api", "dprscope.server",
              "dprscope.cli")
 

@@ -66,6 +66,7 @@ from dprscope.errors import (
 from dprscope.jobs import CancelToken, Deadline, Progress
 from dprscope.metrics import Metrics
 from dprscope.models.registry import Lease, ModelRegistry
+from dprscope.paths import resolve_inside
 
 log = logging.getLogger(__name__)
 
@@ -220,18 +221,8 @@ def confine_data_path(path: str, root: Path | None) -> Path:
         raise InvalidArgument("data_path is empty")
     if "\x00" in path:
         raise InvalidArgument("data_path contains a NUL character")
-    real_root = Path(root).resolve(strict=True)
-    candidate = Path(path)
-    if not candidate.is_absolute():
-        candidate = real_root / candidate
-    if not candidate.resolve(strict=False).is_relative_to(real_root):
-        raise PermissionDenied(f"data_path {path!r} is outside the server's data root")
-    try:
-        resolved = candidate.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
-        raise NotFound(f"data_path {path!r} does not exist under the server's data root") from None
-    if not resolved.is_relative_to(real_root):
-        raise PermissionDenied(f"data_path {path!r} is outside the server's data root")
+    resolved = resolve_inside(path, root, outside=f"data_path {path!r} is outside the server's data root",
+                              missing=f"data_path {path!r} does not exist under the server's data root")
     if not resolved.is_file():
         raise InvalidArgument(f"data_path {path!r} is not a file")
     return resolved

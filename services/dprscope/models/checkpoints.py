@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from dprscope.encoders.text_encoder import TextEncoder
-from dprscope.errors import InvalidArgument, NotFound, PermissionDenied
+from dprscope.errors import InvalidArgument, PermissionDenied
+from dprscope.paths import resolve_inside
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +55,8 @@ def confine(path: str, root: Path | None) -> Path:
         raise InvalidArgument("path is empty; give a checkpoint path inside the checkpoint root")
     if "\x00" in path:
         raise InvalidArgument("path contains a NUL character")
-    real_root = Path(root).resolve(strict=True)
-    candidate = Path(path)
-    if not candidate.is_absolute():
-        candidate = real_root / candidate
-    # First without strict (so a '../' escape to a missing path is still refused as an
-    # escape, not reported as missing), then strict (symlinks followed all the way).
-    loose = candidate.resolve(strict=False)
-    if not loose.is_relative_to(real_root):
-        raise PermissionDenied(f"checkpoint path {path!r} is outside the checkpoint root")
-    try:
-        resolved = candidate.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
-        raise NotFound(f"checkpoint {path!r} does not exist under the checkpoint root") from None
-    if not resolved.is_relative_to(real_root):
-        raise PermissionDenied(f"checkpoint path {path!r} is outside the checkpoint root")
-    return resolved
+    return resolve_inside(path, root, outside=f"checkpoint path {path!r} is outside the checkpoint root",
+                          missing=f"checkpoint {path!r} does not exist under the checkpoint root")
 
 
 # --- reading tensors -------------------------------------------------------------------
