@@ -10,7 +10,8 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import grpc
 
@@ -123,48 +124,38 @@ class ServingInterceptor(grpc.ServerInterceptor):
         log.exception("unhandled error in %s", method)
         return grpc.StatusCode.INTERNAL
 
+    @contextmanager
+    def _handling(self, method: str, request, context: grpc.ServicerContext) -> Iterator[None]:
+        """Admission, in-flight gauge, status mapping and request metrics around one call."""
+        self._admit(method, request, context)
+        gauge = self.metrics.inflight.labels(self.server_name)
+        gauge.inc()
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            yield
+        except Exception as exc:
+            code = self._fail(method, exc, context)
+            if isinstance(exc, DprscopeError):
+                context.abort(code, _clip(str(exc)))
+            if code == grpc.StatusCode.INTERNAL and context.code() in (None, grpc.StatusCode.OK):
+                context.abort(code, INTERNAL_MESSAGE)
+            raise
+        finally:
+            gauge.dec()
+            self._slots.release()
+            self._record(method, code, time.perf_counter() - started)
+
     def _unary(self, method: str, fn: Callable) -> Callable:
         def handle(request, context):
-            self._admit(method, request, context)
-            gauge = self.metrics.inflight.labels(self.server_name)
-            gauge.inc()
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
+            with self._handling(method, request, context):
                 return fn(request, context)
-            except Exception as exc:
-                code = self._fail(method, exc, context)
-                if isinstance(exc, DprscopeError):
-                    context.abort(code, _clip(str(exc)))
-                if code == grpc.StatusCode.INTERNAL and context.code() in (None, grpc.StatusCode.OK):
-                    context.abort(code, INTERNAL_MESSAGE)
-                raise
-            finally:
-                gauge.dec()
-                self._slots.release()
-                self._record(method, code, time.perf_counter() - started)
         return handle
 
     def _stream(self, method: str, fn: Callable) -> Callable:
         def handle(request, context) -> Iterable:
-            self._admit(method, request, context)
-            gauge = self.metrics.inflight.labels(self.server_name)
-            gauge.inc()
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
+            with self._handling(method, request, context):
                 yield from fn(request, context)
-            except Exception as exc:
-                code = self._fail(method, exc, context)
-                if isinstance(exc, DprscopeError):
-                    context.abort(code, _clip(str(exc)))
-                if code == grpc.StatusCode.INTERNAL and context.code() in (None, grpc.StatusCode.OK):
-                    context.abort(code, INTERNAL_MESSAGE)
-                raise
-            finally:
-                gauge.dec()
-                self._slots.release()
-                self._record(method, code, time.perf_counter() - started)
         return handle
 
 
