@@ -246,6 +246,28 @@ def _skip_checked(
         yield p.passage_id, p.title, p.text
 
 
+def encoder_manifest(encoder: BiEncoder, index_type: str, index_params: dict, passages: int, corpus_path: str,
+                     corpus_sha256: str, split_words: int | None, extra: dict[str, Any] | None = None) -> Manifest:
+    """The manifest of an index whose vectors ``encoder`` computed (a build or a re-index)."""
+    return Manifest(
+        index_version=new_index_version(encoder.context_fingerprint),
+        encoder=dict(encoder.describe()),
+        encoder_fingerprint=encoder.context_fingerprint,
+        query_fingerprint=encoder.query_fingerprint,
+        dim=encoder.dim,
+        metric=encoder.metric,
+        index_type=index_type,
+        index_params=index_params,
+        passages=passages,
+        corpus_path=corpus_path,
+        corpus_sha256=corpus_sha256,
+        built_at=utc_now_iso(),
+        split_words=split_words,
+        dprscope_version=__version__,
+        extra=extra or {},
+    )
+
+
 def build_index(
     corpus: Path,
     out_dir: Path,
@@ -320,22 +342,8 @@ def build_index(
         store.close()
 
     def make_manifest(vindex) -> Manifest:
-        return Manifest(
-            index_version=new_index_version(encoder.context_fingerprint),
-            encoder=dict(encoder.describe()),
-            encoder_fingerprint=encoder.context_fingerprint,
-            query_fingerprint=encoder.query_fingerprint,
-            dim=encoder.dim,
-            metric=encoder.metric,
-            index_type=index_type,
-            index_params=vindex.params,
-            passages=total_rows,
-            corpus_path=str(corpus.resolve()),
-            corpus_sha256=corpus_sha,
-            built_at=utc_now_iso(),
-            split_words=split_words,
-            dprscope_version=__version__,
-        )
+        return encoder_manifest(encoder, index_type, vindex.params, total_rows, str(corpus.resolve()), corpus_sha,
+                                split_words)
 
     return finish_build(
         out_dir,
@@ -419,21 +427,10 @@ def reindex_from_store(
     store.backup_to(out_dir / STORE_NAME)
 
     def make_manifest(vindex) -> Manifest:
-        return Manifest(
-            index_version=new_index_version(encoder.context_fingerprint),
-            encoder=dict(encoder.describe()),
-            encoder_fingerprint=encoder.context_fingerprint,
-            query_fingerprint=encoder.query_fingerprint,
-            dim=encoder.dim,
-            metric=encoder.metric,
-            index_type=index_type,
-            index_params=vindex.params,
-            passages=total,
-            corpus_path=source_manifest.corpus_path if source_manifest else str(store.path),
-            corpus_sha256=corpus_sha,
-            built_at=utc_now_iso(),
-            split_words=source_manifest.split_words if source_manifest else None,
-            dprscope_version=__version__,
+        return encoder_manifest(
+            encoder, index_type, vindex.params, total,
+            source_manifest.corpus_path if source_manifest else str(store.path), corpus_sha,
+            source_manifest.split_words if source_manifest else None,
             extra={"reindexed_from": str(store.path.parent)},
         )
 
