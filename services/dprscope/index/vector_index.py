@@ -62,12 +62,19 @@ def default_index_params(index_type: str, n: int, dim: int) -> dict[str, Any]:
     39 training points per list, and ``nbits`` shrinks on small corpora so the PQ codebooks
     (2**nbits centroids) can be trained at all. ``refine`` keeps the full vectors beside the
     codes and re-ranks exactly: R@10 0.53 -> 0.99 at 1M (STACK-NOTES).
+
+    Search defaults come from bench/RESULTS.md "Index scale" (200k real-passage vectors,
+    500 NQ queries, recall@10 vs exact): HNSW M=32 reaches 0.953 at efSearch 256 but only
+    0.899 at 128, so efSearch is 256. IVF-PQ + refine needs ``refine_k_factor`` 16 (kf 4:
+    0.77-0.93) and nprobe >= 32 to pass 0.95 (m=48: nprobe 16 -> 0.930, 32 -> 0.949,
+    128 -> 0.961; m=96: 32 -> 0.970, 64 -> 0.984), so nprobe is nlist/32 but at least 32,
+    clipped to nlist for small corpora.
     """
     _check_type(index_type)
     if index_type == "flat":
         return {}
     if index_type == "hnsw":
-        return {"M": 32, "efConstruction": 200, "efSearch": 128}
+        return {"M": 32, "efConstruction": 200, "efSearch": 256}
     n = max(int(n), 1)
     nlist = round(4 * math.sqrt(n))
     nlist = max(1, min(nlist, n // 39))
@@ -78,9 +85,9 @@ def default_index_params(index_type: str, n: int, dim: int) -> dict[str, Any]:
         "nlist": nlist,
         "m": _pq_m(dim),
         "nbits": nbits,
-        "nprobe": max(1, min(nlist, max(8, nlist // 32))),
+        "nprobe": max(1, min(nlist, max(32, nlist // 32))),
         "refine": True,
-        "refine_k_factor": 8,
+        "refine_k_factor": 16,
     }
 
 

@@ -132,7 +132,15 @@ def test_default_params():
     assert small["nbits"] < 8
     assert 384 % small["m"] == 0
     assert 39 * small["nlist"] <= 3000
-    assert default_index_params("hnsw", 10, 8) == {"M": 32, "efConstruction": 200, "efSearch": 128}
+    assert default_index_params("hnsw", 10, 8) == {"M": 32, "efConstruction": 200, "efSearch": 256}
+    # bench/RESULTS.md "Index scale": refine kf 16 and nprobe >= 32 for recall@10 >= 0.95
+    assert p["refine_k_factor"] == 16
+    assert p["nprobe"] == max(32, p["nlist"] // 32) and p["nprobe"] <= p["nlist"]
+    at_200k = default_index_params("ivfpq", 200_000, 384)
+    assert at_200k["nlist"] == 1789 and at_200k["nprobe"] == 55
+    assert small["nprobe"] == min(32, small["nlist"])
+    tiny = default_index_params("ivfpq", 100, 384)
+    assert tiny["nprobe"] == tiny["nlist"]
 
 
 @pytest.mark.parametrize("index_type", INDEX_TYPES)
