@@ -166,7 +166,7 @@ def start(settings: Settings, *, metrics: Metrics | None = None, encoder: BiEnco
     encoder = apply_backend(encoder or load_bi_encoder(settings.model, pooling=settings.pooling),
                             backend=settings.backend, quantize=settings.quantize, device=settings.device,
                             cache_dir=settings.onnx_cache_dir)
-    index = ServingIndex.open(Path(settings.index_dir), mmap=settings.mmap_index)
+    index = ServingIndex.open(Path(settings.index_dir), mmap=settings.mmap_index, device=settings.device)
     _check_pair(encoder, index)
 
     registry = ModelRegistry(keep_previous=settings.keep_previous)

@@ -65,3 +65,30 @@ def test_faiss_gpu_flat_and_ivfpq_match_cpu():
     assert where.device == "cuda:0"
     _, rows = placed.search(x[:50], 10)
     assert (rows[:, 0] == np.arange(50)).mean() >= 0.9
+
+
+@pytest.mark.parametrize(("index_type", "floor"), [("flat", 1.0), ("ivfpq", 0.9)])
+def test_serving_index_on_gpu_matches_cpu(tmp_path, index_type, floor):
+    """``ServingIndex.open(device="cuda")`` (what the server does with --device) serves the same hits."""
+    from dprscope.index import SearchParams, ServingIndex, gpu
+    from tests.unit.index.test_serving_placement import write_imported_index
+
+    if gpu.faiss_gpu_count() == 0:
+        pytest.skip("faiss has no GPU support or sees no GPU (faiss-cpu build)")
+    # 10k vectors: enough for 8-bit PQ codes, the only code size FAISS GPU IVF-PQ takes.
+    directory, vecs = write_imported_index(tmp_path, n=10_000, dim=64, index_type=index_type)
+    cpu = ServingIndex.open(directory, device="cpu")
+    placed = ServingIndex.open(directory, device="cuda")
+    try:
+        assert placed.placement.device == "cuda:0", placed.placement.reason
+        q = vecs[:100] + 0.05 * np.random.default_rng(1).normal(size=(100, 64)).astype(np.float32)
+        cpu_scores, cpu_rows = cpu.search(q, 10, SearchParams())
+        gpu_scores, gpu_rows = placed.search(q, 10, SearchParams())
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(cpu_rows, gpu_rows, strict=True)])
+        assert overlap >= floor, overlap
+        assert (cpu_rows[:, 0] == gpu_rows[:, 0]).mean() >= floor
+        if index_type == "flat":
+            np.testing.assert_allclose(gpu_scores, cpu_scores, atol=1e-4)
+    finally:
+        placed.close()
+        cpu.close()

@@ -73,6 +73,17 @@ def test_index_info_describes_the_serving_pair(client, encoder, small_index):
     assert info.passages > 100
 
 
+def test_served_index_is_placed_per_settings_device(server, client):
+    """The server opens its index with ``settings.device`` (default auto): on faiss-cpu, the CPU with a reason."""
+    from dprscope.index.gpu import faiss_gpu_count
+
+    index = server.registry.get(server.registry.active_name).index
+    assert server.settings.device == "auto"
+    expected = "cpu" if faiss_gpu_count() == 0 else "cuda:0"
+    assert index.placement.device == expected and index.placement.reason
+    assert client.search("who wrote hamlet", top_k=3).hits
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [

@@ -100,7 +100,7 @@ def attach_admin(server: grpc.Server, settings: Settings, registry: ModelRegistr
     """Register ModelAdmin on ``server`` (the retrieval port); the manager is closed at shutdown."""
     manager = SwapManager(registry, metrics, checkpoint_root=settings.checkpoint_root,
                           canary_file=settings.canary_file, reindex_dir=settings.reindex_dir,
-                          mmap_index=settings.mmap_index)
+                          mmap_index=settings.mmap_index, index_device=settings.device)
     pb_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(manager), server)
     extras["swap_manager"] = manager
     extras.setdefault("closers", []).append(manager.close)

@@ -3,6 +3,12 @@
 Opening checks that the three agree (vector count == manifest passages == store rows), so
 a half-copied or mismatched directory fails at load time with a clear message rather than
 returning wrong passages at query time.
+
+``open(..., device=...)`` then hands the vectors to ``index.gpu.place_index``: the default
+``"cpu"`` keeps today's behaviour; ``"auto"``/``"cuda"`` move flat and IVF-PQ indexes to
+a GPU when FAISS has one and fall back to the CPU otherwise. Where the index ended up and
+why is kept as ``placement`` (and logged), because a silent CPU fallback on a GPU host
+is the kind of slowness nobody finds from the outside.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dprscope.errors import DimensionMismatch, FailedPrecondition
+from dprscope.index.gpu import Placement, place_index
 from dprscope.index.manifest import INDEX_NAME, STORE_NAME, Manifest, read_manifest
 from dprscope.index.vector_index import SearchParams, VectorIndex
 from dprscope.store import PassageRecord, PassageStore
@@ -23,19 +30,25 @@ log = logging.getLogger(__name__)
 class ServingIndex:
     """One deployed index directory, opened read-only; safe to search from many threads."""
 
-    def __init__(self, directory: Path, manifest: Manifest, vectors: VectorIndex, store: PassageStore):
+    def __init__(self, directory: Path, manifest: Manifest, vectors: VectorIndex, store: PassageStore,
+                 placement: Placement = Placement("cpu", "cpu requested")):
         self.directory = directory
         self.manifest = manifest
         self.vectors = vectors
         self.store = store
+        self.placement = placement
 
     @classmethod
-    def open(cls, directory: Path, mmap: bool = True) -> ServingIndex:
-        """Open ``directory`` for serving.
+    def open(cls, directory: Path, mmap: bool = True, device: str = "cpu") -> ServingIndex:
+        """Open ``directory`` for serving, with the vectors on ``device`` when possible.
+
+        ``device`` is ``"cpu"`` (default), ``"auto"`` or ``"cuda[:N]"``; a GPU that is not
+        there (or a copy that fails) leaves the index on the CPU, see ``placement``.
 
         Raises:
             NoIndex: no ``manifest.json`` (nothing built, or the build never finished).
             FailedPrecondition: files missing or disagreeing with the manifest.
+            ValueError: an unknown device name.
         """
         directory = Path(directory)
         manifest = read_manifest(directory)
@@ -55,14 +68,21 @@ class ServingIndex:
                 f"{directory} is inconsistent: index holds {counts[0]} vectors, manifest says "
                 f"{counts[1]} passages, store holds {counts[2]} rows; rebuild it"
             )
+        try:
+            vectors, placement = place_index(vectors, device)
+        except ValueError:
+            store.close()
+            raise
         log.info(
-            "opened index %s at %s (%s, %d passages)",
+            "opened index %s at %s (%s, %d passages) on %s (%s)",
             manifest.index_version,
             directory,
             manifest.index_type,
             manifest.passages,
+            placement.device,
+            placement.reason,
         )
-        return cls(directory, manifest, vectors, store)
+        return cls(directory, manifest, vectors, store, placement)
 
     @property
     def dim(self) -> int:

@@ -114,7 +114,7 @@ class SwapManager:
     def __init__(self, registry: ModelRegistry, metrics: Metrics | None = None, *,
                  checkpoint_root: Path | None = None, canary_file: Path | None = None,
                  reindex_dir: Path | None = None, reindex_batch_size: int = DEFAULT_REINDEX_BATCH,
-                 mmap_index: bool = True) -> None:
+                 mmap_index: bool = True, index_device: str = "cpu") -> None:
         self.registry = registry
         self.metrics = metrics
         self.checkpoint_root = Path(checkpoint_root) if checkpoint_root is not None else None
@@ -122,6 +122,7 @@ class SwapManager:
         self.reindex_dir = Path(reindex_dir) if reindex_dir is not None else None
         self.reindex_batch_size = reindex_batch_size
         self.mmap_index = mmap_index
+        self.index_device = index_device  # shadow indexes go where the served one went (index/gpu.py)
         self._swap_lock = threading.RLock()
         self._job: _ReindexJob | None = None
         self._owned_indexes: dict[int, tuple[Any, Path]] = {}  # id(index) -> (index, shadow dir we built)
@@ -454,7 +455,7 @@ class SwapManager:
                 # A leftover from other inputs in our own shadow directory: start over.
                 reindex_from_store(source.store, job.out_dir, encoder, overwrite=True, **kwargs)
             job.token.raise_if_cancelled()
-            new_index = ServingIndex.open(job.out_dir, mmap=self.mmap_index)
+            new_index = ServingIndex.open(job.out_dir, mmap=self.mmap_index, device=self.index_device)
             if new_index.manifest.dim != encoder.dim:
                 new_index.close()
                 raise DimensionMismatch(f"re-indexed dim {new_index.manifest.dim} != encoder dim {encoder.dim}")
