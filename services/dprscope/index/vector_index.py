@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 METRIC = "ip"
 ADD_CHUNK = 16384
 MAX_K = 100_000
+# Below this many multiply-adds a search runs on the calling thread alone (see _search_threads).
+SINGLE_THREAD_MACS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,27 @@ class SearchParams:
     ef_search: int = 0
     nprobe: int = 0
     exact: bool = False
+
+
+_MAX_THREADS = faiss.omp_get_max_threads()
+
+
+@contextmanager
+def _omp_threads(n: int) -> Iterator[None]:
+    """Run faiss' parallel regions on ``n`` threads, for the calling thread only.
+
+    ``omp_set_num_threads`` changes the calling thread's own setting (libgomp keeps it per
+    thread), so concurrent searches on other threads are unaffected.
+    """
+    before = faiss.omp_get_max_threads()
+    if n == before:
+        yield
+        return
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _check_type(index_type: str) -> None:
@@ -147,6 +171,22 @@ class VectorIndex:
             return ivf
         return None
 
+    def _search_threads(self, nq: int) -> int:
+        """OpenMP threads worth waking for a search of ``nq`` queries.
+
+        faiss-cpu ships its own libgomp, separate from torch's. Each runtime keeps its own
+        worker pool and spin-waits after every parallel region, so a one-query search that
+        wakes faiss' pool right between two encoder forward passes leaves two pools spinning
+        against each other: on two cores that cost 8 ms per search and slowed the next
+        encode by 50 %, for a search that takes well under a millisecond on one thread.
+        Small searches therefore stay on the calling thread; big batched ones (many
+        queries over a large flat index) still use every core.
+        """
+        # graph and IVF searches parallelise over queries only: 8 queries are worth a pool
+        per_query = self.ntotal * self.dim if self.index_type == "flat" else SINGLE_THREAD_MACS // 8
+        work = nq * per_query
+        return 1 if work < SINGLE_THREAD_MACS else _MAX_THREADS
+
     def search(
         self, queries: np.ndarray, k: int, params: SearchParams = SearchParams()
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +206,11 @@ class VectorIndex:
             raise InvalidArgument(f"queries must be a [n, dim] array, got shape {q.shape}")
         if q.shape[1] != self.dim:
             raise DimensionMismatch(f"query vectors have dim {q.shape[1]}, the index has dim {self.dim}")
+        with _omp_threads(self._search_threads(q.shape[0])):
+            scores, rows = self._search(q, int(k), params)
+        return scores.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
+
+    def _search(self, q: np.ndarray, k: int, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
         if params.exact:
             if params.ef_search or params.nprobe:
                 raise InvalidArgument("exact search takes no ef_search or nprobe")
@@ -174,14 +219,11 @@ class VectorIndex:
                     f"exact search needs full vectors; this {self.index_type} index keeps only "
                     "compressed codes (build with refine=True)"
                 )
-            scores, rows = self._exact_index.search(q, int(k))
-        else:
-            sp = self._search_parameters(params)
-            if sp is None:
-                scores, rows = self._index.search(q, int(k))
-            else:
-                scores, rows = self._index.search(q, int(k), params=sp)
-        return scores.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
+            return self._exact_index.search(q, k)
+        sp = self._search_parameters(params)
+        if sp is None:
+            return self._index.search(q, k)
+        return self._index.search(q, k, params=sp)
 
     def reconstruct_all(self) -> np.ndarray:
         """Every stored full vector in row order (flat storage only; for checks and re-use)."""

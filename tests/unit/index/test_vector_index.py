@@ -187,3 +187,36 @@ def test_concurrent_searches_with_mixed_params(data, indexes):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_small_searches_stay_on_the_calling_thread(data, indexes, monkeypatch):
+    """One query never wakes faiss' OpenMP pool; a big batched flat search still does; results agree."""
+    import faiss
+
+    import dprscope.index.vector_index as vi
+
+    flat = indexes["flat"]
+    assert flat._search_threads(1) == 1
+    assert indexes["hnsw"]._search_threads(1) == 1
+    assert indexes["ivfpq"]._search_threads(1) == 1
+    monkeypatch.setattr(vi, "_MAX_THREADS", 4)
+    assert flat._search_threads(vi.SINGLE_THREAD_MACS // (flat.ntotal * flat.dim) + 1) == 4
+    assert indexes["hnsw"]._search_threads(64) == 4
+
+    _, q = data
+    seen: list[int] = []
+    real_search = flat._index.search
+
+    def spy(*args, **kwargs):
+        seen.append(faiss.omp_get_max_threads())
+        return real_search(*args, **kwargs)
+
+    before = faiss.omp_get_max_threads()
+    monkeypatch.setattr(flat._index, "search", spy, raising=False)
+    one_scores, one_rows = flat.search(q[:1], 10)
+    assert seen == [1]
+    assert faiss.omp_get_max_threads() == before  # restored for the thread's other work
+    monkeypatch.undo()
+    all_scores, all_rows = flat.search(q, 10)
+    np.testing.assert_array_equal(one_rows[0], all_rows[0])
+    np.testing.assert_allclose(one_scores[0], all_scores[0], rtol=1e-6)
