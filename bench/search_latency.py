@@ -2,7 +2,10 @@
 
 The floor is the same encoder + the same FAISS index + the same passage store called
 directly, one query at a time (no gRPC, no batching). The service runs as a separate
-``dprscope serve`` process and is driven at concurrency 1, 8 and 32 by client threads.
+``dprscope serve`` process and is driven at concurrency 1, 8 and 32 by ``load_client.py``:
+one asyncio gRPC client in a third process, so the load costs the shared cores little and
+never shares a GIL with the service or with the floor. The server-side columns are medians
+of the stage timings every SearchResponse carries.
 
     python bench/search_latency.py [--passages 5000] [--requests 300]
 
@@ -13,16 +16,15 @@ sequential floor's QPS.
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from pathlib import Path
 
 from _common import ROOT, ensure_index, nq_questions, percentiles, print_table, start_server_process
+from load_client import run_load
 
 from dprscope.encoders.runtime import build_encoder
 from dprscope.index.serving import ServingIndex
 from dprscope.index.vector_index import SearchParams
-from dprscope_client import RetrieverClient
 
 
 def floor(index_dir: Path, questions: list[str], k: int, backend: str, quantize: str | None
@@ -44,38 +46,6 @@ def floor(index_dir: Path, questions: list[str], k: int, backend: str, quantize:
     return samples, len(questions) / wall
 
 
-def service(port: int, questions: list[str], k: int, concurrency: int, total: int) -> tuple[list[float], float, int]:
-    samples: list[float] = []
-    failures = 0
-    lock = threading.Lock()
-    counter = iter(range(total))
-
-    def worker() -> None:
-        nonlocal failures
-        with RetrieverClient(f"127.0.0.1:{port}", timeout=60) as client:
-            client.search(questions[0], top_k=k)
-            for i in counter:
-                q = questions[i % len(questions)]
-                t = time.perf_counter()
-                try:
-                    client.search(q, top_k=k)
-                except Exception:
-                    with lock:
-                        failures += 1
-                    continue
-                with lock:
-                    samples.append(time.perf_counter() - t)
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    return samples, len(samples) / wall, failures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=5000)
@@ -92,21 +62,24 @@ def main() -> None:
     quantize = None if args.quantize == "none" else args.quantize
     floor_samples, floor_qps = floor(index_dir, questions[: args.requests], args.k, args.backend, quantize)
     f50, f99 = percentiles(floor_samples)
-    rows = [["in-process floor (sequential)", 1, f"{f50:.2f}", f"{f99:.2f}", f"{floor_qps:.1f}", "1.00", "1.00", 0]]
+    rows = [["in-process floor (sequential)", 1, f"{f50:.2f}", f"{f99:.2f}", f"{floor_qps:.1f}", "1.00", "1.00",
+             "-", "-", "-", 0]]
     proc, port = start_server_process(index_dir, "--backend", args.backend, "--quantize", args.quantize)
     try:
         for c in (1, 8, 32):
-            samples, qps, failures = service(port, questions, args.k, c, args.requests if c == 1 else args.requests * 2)
-            p50, p99 = percentiles(samples)
-            rows.append([f"service c={c}", c, f"{p50:.2f}", f"{p99:.2f}", f"{qps:.1f}", f"{p50 / f50:.2f}",
-                         f"{qps / floor_qps:.2f}", failures])
+            report = run_load(port, c, args.requests if c == 1 else args.requests * 2, args.k, len(questions))
+            p50, p99 = percentiles(report["latencies_s"])
+            rows.append([f"service c={c}", c, f"{p50:.2f}", f"{p99:.2f}", f"{report['qps']:.1f}", f"{p50 / f50:.2f}",
+                         f"{report['qps'] / floor_qps:.2f}", f"{report['queue_ms']:.1f}",
+                         f"{report['encode_ms']:.1f} / {report['search_ms']:.1f} / {report['fetch_ms']:.1f}",
+                         f"{report['client_cpu_ms_per_request']:.2f}", report["failed"]])
     finally:
         proc.terminate()
         proc.wait(30)
     print(f"\nindex: {args.passages} passages (flat, all-MiniLM-L6-v2, dim 384), top_k={args.k}, "
           f"backend {args.backend} ({args.quantize})\n")
     print_table(["setup", "concurrency", "p50 ms", "p99 ms", "QPS", "p50 / floor p50", "QPS / floor QPS",
-                 "failed"], rows)
+                 "server queue ms", "server encode / search / fetch ms", "client CPU ms/req", "failed"], rows)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+"""A closed-loop gRPC load generator that runs in its own process.
+
+``search_latency.py`` and friends measure the *service*, so the load must cost the server's
+cores as little as possible and must not share a GIL with the code that times it. One
+asyncio event loop with ``concurrency`` in-flight ``Search`` calls (``grpc.aio``) is far
+lighter than as many client threads, and a subprocess keeps its CPU out of the measuring
+process. It prints one JSON object: client-side latencies, QPS, failures, the CPU seconds
+the generator itself used, and medians of the server-reported stage timings.
+
+    python bench/load_client.py --port 50051 --concurrency 32 --requests 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+STAGES = ("queue_ms", "encode_ms", "search_ms", "fetch_ms", "total_ms")
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _drive(target: str, questions: list[str], k: int, concurrency: int, total: int) -> dict:
+    from dprscope_client import AsyncRetrieverClient
+
+    latencies: list[float] = []
+    stages: dict[str, list[float]] = {s: [] for s in STAGES}
+    failures = 0
+    async with AsyncRetrieverClient(target, timeout=120) as client:
+        for q in questions[:concurrency]:  # connect and warm every in-flight slot once
+            await client.search(q, top_k=k)
+        pending = iter(range(total))
+
+        async def worker() -> None:
+            nonlocal failures
+            for i in pending:
+                started = time.perf_counter()
+                try:
+                    result = await client.search(questions[i % len(questions)], top_k=k)
+                except Exception:
+                    failures += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+                for s in STAGES:
+                    stages[s].append(getattr(result, s))
+
+        cpu0, wall0 = _cpu_s(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall, cpu = time.perf_counter() - wall0, _cpu_s() - cpu0
+    return {"latencies_s": latencies, "qps": len(latencies) / wall, "failed": failures,
+            "client_cpu_ms_per_request": cpu / max(len(latencies), 1) * 1e3,
+            **{s: statistics.median(v) for s, v in stages.items() if v}}
+
+
+def run_load(port: int, concurrency: int, total: int, k: int = 10, questions: int = 200) -> dict:
+    """Run the generator in a fresh process against 127.0.0.1:``port``; returns its report."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--port", str(port), "--concurrency", str(concurrency), "--requests", str(total),
+         "--k", str(k), "--questions", str(questions)],
+        capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"load client failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--questions", type=int, default=200)
+    args = parser.parse_args()
+    from _common import nq_questions
+
+    report = asyncio.run(_drive(f"127.0.0.1:{args.port}", nq_questions(args.questions), args.k, args.concurrency,
+                                args.requests))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
