@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,35 @@ def test_small_searches_stay_on_the_calling_thread(data, indexes, monkeypatch):
     all_scores, all_rows = flat.search(q, 10)
     np.testing.assert_array_equal(one_rows[0], all_rows[0])
     np.testing.assert_allclose(one_scores[0], all_scores[0], rtol=1e-6)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc to read the resident set size")
+def test_ivfpq_refine_vectors_stay_on_disk_when_mapped(tmp_path):
+    """The refine vectors (the bulk of an IVF-PQ+refine file) are mapped, not read into RAM."""
+    n, dim = 50_000, 128  # 24 MiB of full vectors beside 0.4 MiB of PQ codes
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    params = {"nlist": 32, "m": 8, "nbits": 6, "nprobe": 8, "refine": True, "refine_k_factor": 4}
+    built = build_vector_index("ivfpq", [x[i:i + 25_000] for i in range(0, n, 25_000)], dim, n, params)
+    path = tmp_path / "index.faiss"
+    built.save(path)
+    q = x[:5]
+    expected = built.search(q, 10)[1]
+    del built, x
+
+    before = _rss_mib()
+    mapped = VectorIndex.load(path, "ivfpq", "ip", params, mmap=True)
+    mapped_growth = _rss_mib() - before
+    np.testing.assert_array_equal(mapped.search(q, 10)[1], expected)
+    before = _rss_mib()
+    in_ram = VectorIndex.load(path, "ivfpq", "ip", params, mmap=False)
+    ram_growth = _rss_mib() - before
+    np.testing.assert_array_equal(in_ram.search(q, 10)[1], expected)
+    assert ram_growth > 20, f"reading into RAM grew RSS by only {ram_growth:.1f} MiB"
+    assert mapped_growth < ram_growth / 4, f"mapped load grew RSS by {mapped_growth:.1f} MiB (RAM: {ram_growth:.1f})"
