@@ -1,10 +1,15 @@
-"""Encoder backends side by side: torch fp32 vs ONNX Runtime fp32 vs ORT int8 (per channel).
+"""Encoder backends side by side: torch fp32 vs ONNX Runtime fp32 vs ORT int8.
 
 Per backend: query latency at batch 1 (median over NQ questions), passage throughput at
 batch 64 (real Wikipedia passages), cosine agreement with torch fp32, and top-10 overlap
-of retrieval over real passage embeddings (index built with torch, as deployed).
+of retrieval over real passage embeddings (index built with torch, as deployed). Quality
+is measured on queries encoded in batches of 64, as the micro-batcher serves them.
 
-    python bench/encoder_backends.py [--questions 200] [--passages 256] [--threads 2]
+"ort int8" is the served recipe (``encoders/quantization.py``: outlier smoothing + dynamic
+per-channel int8); with ``--plain-int8`` the old plain per-channel ``quantize_dynamic``
+file is measured beside it, for the comparison in bench/RESULTS.md.
+
+    python bench/encoder_backends.py [--questions 200] [--passages 256] [--threads 2] [--plain-int8]
 
 Target (issue 6): int8 >= 2x torch fp32 speed, cosine >= 0.99, top-10 overlap >= 0.95.
 """
@@ -25,8 +30,31 @@ import torch
 from _common import ROOT, nq_questions, print_table
 from index_scale import base_embeddings, real_passage_rows
 
-from dprscope.encoders import load_bi_encoder
-from dprscope.encoders.onnx_backend import OrtOptions, to_onnx
+from dprscope.encoders import BiEncoder, load_bi_encoder
+from dprscope.encoders.onnx_backend import OrtOptions, int8_precision, to_onnx
+
+
+def plain_int8(recipe_bi: BiEncoder, cache: Path, threads: int) -> BiEncoder:
+    """The pre-recipe int8 (plain per-channel quantize_dynamic) behind the same encoder code."""
+    import copy
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    enc = recipe_bi.query
+    fp32 = enc.onnx_path.with_name(enc.onnx_path.name.replace(f"-{int8_precision()}.onnx", "-fp32.onnx"))
+    path = cache / f"{fp32.stem}-plain-int8-pc.onnx"
+    if not path.is_file():
+        quantize_dynamic(str(fp32), str(path), per_channel=True, weight_type=QuantType.QInt8)
+    plain = copy.copy(enc)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    plain.session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    plain.onnx_path = path
+    return BiEncoder(query=plain, context=plain, kind=recipe_bi.kind, source=recipe_bi.source,
+                     metric=recipe_bi.metric, extra=dict(recipe_bi.extra))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--questions", type=int, default=200)
     p.add_argument("--passages", type=int, default=256, help="passages for the batch-64 throughput")
     p.add_argument("--threads", type=int, default=2, help="torch threads and ORT intra-op threads")
+    p.add_argument("--plain-int8", action="store_true", help="also measure plain per-channel int8 (no smoothing)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -44,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         "ort fp32": to_onnx(torch_bi, OrtOptions(cache_dir=cache, intra_op_threads=args.threads)),
         "ort int8": to_onnx(torch_bi, OrtOptions(cache_dir=cache, intra_op_threads=args.threads, quantize="int8")),
     }
+    if args.plain_int8:
+        backends["ort int8 plain per-channel"] = plain_int8(backends["ort int8"], cache, args.threads)
     questions = nq_questions(args.questions)
     rows = real_passage_rows(args.passages)
     index = faiss.IndexFlatIP(384)

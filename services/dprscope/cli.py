@@ -55,7 +55,7 @@ def _add_serve_flags(p: argparse.ArgumentParser, index_required: bool = True) ->
     p.add_argument("--backend", choices=S.BACKENDS, default=_env("BACKEND", S.DEFAULT_BACKEND),
                    help="encoder runtime [DPRSCOPE_BACKEND]")
     p.add_argument("--quantize", choices=S.QUANTIZE_MODES, default=_env("QUANTIZE", "none"),
-                   help="int8: ONNX dynamic per-channel quantisation (needs --backend onnx) [DPRSCOPE_QUANTIZE]")
+                   help="int8: ONNX outlier-smoothed per-channel int8 (needs --backend onnx) [DPRSCOPE_QUANTIZE]")
     p.add_argument("--device", default=_env("DEVICE", S.DEFAULT_DEVICE),
                    help="auto, cpu or cuda[:N]; auto picks cuda when present [DPRSCOPE_DEVICE]")
     p.add_argument("--onnx-cache-dir", type=Path, default=_env("ONNX_CACHE_DIR", None, Path),

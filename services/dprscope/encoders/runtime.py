@@ -31,7 +31,7 @@ def apply_backend(
 
     Raises:
         ValueError: an unknown backend, or ``quantize`` without the onnx backend (torch has
-            no int8 path here that keeps retrieval quality; ORT per-channel int8 does).
+            no int8 path here that keeps retrieval quality; the ORT int8 recipe does).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")

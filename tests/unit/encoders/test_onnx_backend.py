@@ -73,9 +73,79 @@ def test_int8_stays_close_enough_to_retrieve_with(encoder, ort_int8, questions, 
     overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_ref, top_got, strict=True)]))
     record_property("int8_cosine_mean", float(cos.mean()))
     record_property("int8_top10_overlap", overlap)
-    assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
-    assert overlap >= 0.8, overlap  # STACK-NOTES: 0.89 on a large index; tiny indexes tie more
-    assert ort_int8.query.onnx_path.name.endswith("-int8.onnx")
+    # The int8 recipe (quantization.py) measured here: cosine mean 0.9984, min 0.9969, top-10
+    # overlap 0.973 (plain per-channel int8 was ~0.993 / 0.988 / 0.9; bench/RESULTS.md).
+    assert cos.mean() >= 0.998 and cos.min() >= 0.995, (cos.mean(), cos.min())
+    assert overlap >= 0.96, overlap
+    assert ort_int8.query.onnx_path.name.endswith(f"-{ob.int8_precision()}.onnx")
+
+
+def test_outlier_smoothing_keeps_the_fp32_function(encoder, ort_fp32, questions):
+    """The smoothed graph (before int8) computes the same vectors and tames the outlier channels."""
+    import onnx
+    import onnxruntime as ort
+
+    from dprscope.encoders import quantization as qz
+
+    model = onnx.load(str(ort_fp32.query.onnx_path))
+    feeds = ob.calibration_feeds(encoder.query)
+    groups = sorted(qz._weight_matmuls(model))
+    before = qz.channel_absmax(model, feeds, groups)
+    assert qz.smooth_outliers(model, feeds) >= 12  # at least the LayerNorm and GELU outputs of 6 layers
+    smoothed = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    probe = ort_fp32.query.tokenize_numpy(questions[:8])
+    np.testing.assert_allclose(smoothed.run([OUTPUT_NAME], probe)[0], ort_fp32.query.run(probe), atol=1e-4)
+    ratios = [b.max() / np.percentile(b, qz.OUTLIER_PERCENTILE) for b in before.values()]
+    assert max(ratios) > 5  # MiniLM has real outlier channels (up to ~9x the 95th percentile)
+    # What int8 has to cover after smoothing: each smoothed tensor's range shrank to its p95.
+    suffix = "/outlier_smoothed"
+    inputs = sorted({n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[0].endswith(suffix)})
+    after = qz.channel_absmax(model, feeds, inputs)
+    for name, a in after.items():
+        original = before[name[: -len(suffix)]]
+        level = np.percentile(original, qz.OUTLIER_PERCENTILE)
+        assert a.max() <= 1.001 * level < original.max(), name
+
+
+def test_outlier_scales_touch_only_outlier_channels():
+    from dprscope.encoders.quantization import outlier_scales
+
+    flat = np.linspace(1.0, 1.5, 100)
+    assert outlier_scales(flat) is None  # nothing stands out: no Mul in the graph
+    spiky = flat.copy()
+    spiky[7] = 20.0
+    s = outlier_scales(spiky)
+    level = np.percentile(spiky, 95)
+    assert s is not None and s[7] == pytest.approx(20.0 / level)
+    assert (s[spiky <= level] == 1.0).all()  # everything up to the percentile keeps its scale
+    assert np.allclose((spiky / s)[spiky > level], level)  # above it, pulled down to it
+    assert outlier_scales(np.zeros(10)) is None
+
+
+def test_int8_file_name_carries_the_recipe(encoder, ort_fp32, onnx_cache, tmp_path, monkeypatch):
+    """An int8 file from an older recipe (or none) in the cache is never picked up."""
+    import shutil
+
+    from dprscope.encoders.quantization import RECIPE
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(ort_fp32.query.onnx_path, cache / ort_fp32.query.onnx_path.name)
+    old = cache / f"{ob.cache_key(encoder.query, 'int8')}.onnx"
+    old.write_bytes(b"an int8 file from the plain per-channel recipe")
+    made = []
+
+    def fake_quantize(fp32, path, feeds):
+        made.append((fp32, len(feeds)))
+        path.write_bytes(b"new recipe")
+        return path
+
+    monkeypatch.setattr(ob, "quantize_int8", fake_quantize)
+    path = ob.ensure_onnx(encoder.query, "int8", cache)
+    assert path != old and path.name.endswith(f"-int8-{RECIPE}.onnx") and path.read_bytes() == b"new recipe"
+    assert made == [(cache / ort_fp32.query.onnx_path.name, len(ob.calibration_feeds(encoder.query)))]
+    assert old.read_bytes().startswith(b"an int8 file")
+    assert ob.ensure_onnx(encoder.query, "int8", cache) == path and len(made) == 1  # then reused
 
 
 def test_cache_is_keyed_by_fingerprint_and_reused(encoder, ort_fp32, onnx_cache, monkeypatch):
