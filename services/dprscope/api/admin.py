@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from dprscope.encoders.runtime import EncoderRuntime
 from dprscope.errors import InvalidArgument
 from dprscope.metrics import Metrics
 from dprscope.models.registry import ModelRegistry
@@ -98,9 +99,11 @@ class ModelAdminServicer(pb_grpc.ModelAdminServicer):
 def attach_admin(server: grpc.Server, settings: Settings, registry: ModelRegistry, metrics: Metrics,
                  extras: dict[str, Any]) -> bool:
     """Register ModelAdmin on ``server`` (the retrieval port); the manager is closed at shutdown."""
+    runtime = EncoderRuntime(backend=settings.backend, quantize=settings.quantize, device=settings.device,
+                             cache_dir=settings.onnx_cache_dir)  # as server.start applies it to the first model
     manager = SwapManager(registry, metrics, checkpoint_root=settings.checkpoint_root,
                           canary_file=settings.canary_file, reindex_dir=settings.reindex_dir,
-                          mmap_index=settings.mmap_index, index_device=settings.device)
+                          mmap_index=settings.mmap_index, index_device=settings.device, runtime=runtime)
     pb_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(manager), server)
     extras["swap_manager"] = manager
     extras.setdefault("closers", []).append(manager.close)

@@ -3,15 +3,22 @@
 ``server.py`` and the build commands call ``apply_backend`` on whatever ``BiEncoder`` they
 loaded, so the runtime is one decision in one place. It never mutates its input: a
 session-wide torch encoder can be wrapped for one server and stay torch for the rest.
+
+``EncoderRuntime`` is that decision as a value, so the hot-swap manager can apply the
+server's runtime to every version it loads later (otherwise a checkpoint loaded through
+ModelAdmin on an ``--backend onnx`` server would quietly serve on torch), and
+``torch_side`` gets back the torch weights behind a converted encoder, which validation
+compares against.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from dprscope.encoders.bi_encoder import BiEncoder
-from dprscope.encoders.device import DEFAULT_DEVICE, bi_encoder_on_device
+from dprscope.encoders.device import DEFAULT_DEVICE, bi_encoder_on_device, resolve_device
 from dprscope.encoders.loading import load_bi_encoder
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,44 @@ def apply_backend(
 
     return to_onnx(bi, OrtOptions(intra_op_threads=intra_op_threads, device=device, quantize=quantize,
                                   cache_dir=cache_dir))
+
+
+@dataclass(frozen=True)
+class EncoderRuntime:
+    """Backend, quantisation, device and ONNX cache of a server, applied the same way to every version."""
+
+    backend: str = "torch"
+    quantize: str | None = None
+    device: str = DEFAULT_DEVICE
+    cache_dir: Path | None = None
+    intra_op_threads: int = 0
+
+    def apply(self, bi: BiEncoder) -> BiEncoder:
+        """``apply_backend`` with these settings (``bi`` itself for torch on the CPU)."""
+        return apply_backend(bi, backend=self.backend, quantize=self.quantize, device=self.device,
+                             cache_dir=self.cache_dir, intra_op_threads=self.intra_op_threads)
+
+    @property
+    def is_identity(self) -> bool:
+        """True when ``apply`` returns its input unchanged (torch on the CPU): nothing to check."""
+        return self.backend == "torch" and resolve_device(self.device) == "cpu"
+
+    @property
+    def precision(self) -> str:
+        """``int8`` or ``fp32``: how closely served vectors should follow the torch weights."""
+        return "int8" if self.backend == "onnx" and (self.quantize or "none").lower() == "int8" else "fp32"
+
+
+def torch_side(bi: BiEncoder) -> BiEncoder:
+    """The torch encoders behind ``bi`` (ONNX encoders keep theirs); ``bi`` itself if all torch."""
+    from dprscope.encoders.onnx_backend import OnnxTextEncoder
+
+    unwrapped = {id(e): e.torch_encoder if isinstance(e, OnnxTextEncoder) else e for e in (bi.query, bi.context)}
+    query, context = unwrapped[id(bi.query)], unwrapped[id(bi.context)]
+    if query is bi.query and context is bi.context:
+        return bi
+    extra = {k: v for k, v in bi.extra.items() if k not in ("backend", "precision")}
+    return BiEncoder(query=query, context=context, kind=bi.kind, source=bi.source, metric=bi.metric, extra=extra)
 
 
 def build_encoder(

@@ -5,8 +5,12 @@ failed load leaves the serving version untouched, and a successful swap loses no
 
 - **Load** builds the new encoder beside the active one (FULL / DELTA / PATCH, role BOTH /
   QUERY / CONTEXT), always on copies of the base, then validates it: shapes, dim equal to
-  the index's, finite canary outputs, and how far the canary top-k moved. Any failure
-  leaves the version FAILED with its reason; nothing that serves changed.
+  the index's, finite canary outputs, and how far the canary top-k moved (torch weights
+  against the active version's torch weights). Then it puts the version on the server's
+  runtime (``EncoderRuntime``: ONNX fp32/int8, CUDA), exactly as the server did with its
+  first model, and checks the converted encoder against the torch weights on the
+  canaries. Any failure leaves the version FAILED with its reason; nothing that serves
+  changed.
 - **Activate** is one reference swap in the registry (leases keep in-flight requests on
   the version they started with). A version whose context encoder differs from every
   loaded index needs a re-index: a background thread re-encodes the passage store into a
@@ -29,6 +33,7 @@ from typing import Any
 
 from dprscope.encoders.bi_encoder import BiEncoder
 from dprscope.encoders.loading import load_bi_encoder
+from dprscope.encoders.runtime import EncoderRuntime, torch_side
 from dprscope.encoders.text_encoder import TextEncoder
 from dprscope.errors import (
     Cancelled,
@@ -41,7 +46,13 @@ from dprscope.errors import (
 from dprscope.jobs import CancelToken, Progress
 from dprscope.metrics import Metrics
 from dprscope.models import checkpoints as ck
-from dprscope.models.canary import CanaryReport, load_canary_queries, run_canary
+from dprscope.models.canary import (
+    CanaryReport,
+    canary_vectors,
+    check_runtime_agreement,
+    load_canary_queries,
+    run_canary,
+)
 from dprscope.models.registry import ModelRegistry, ModelVersion, VersionState
 
 log = logging.getLogger(__name__)
@@ -114,8 +125,10 @@ class SwapManager:
     def __init__(self, registry: ModelRegistry, metrics: Metrics | None = None, *,
                  checkpoint_root: Path | None = None, canary_file: Path | None = None,
                  reindex_dir: Path | None = None, reindex_batch_size: int = DEFAULT_REINDEX_BATCH,
-                 mmap_index: bool = True, index_device: str = "cpu") -> None:
+                 mmap_index: bool = True, index_device: str = "cpu",
+                 runtime: EncoderRuntime | None = None) -> None:
         self.registry = registry
+        self.runtime = runtime  # None: loaded versions stay as loaded (torch on the CPU)
         self.metrics = metrics
         self.checkpoint_root = Path(checkpoint_root) if checkpoint_root is not None else None
         self.canary_queries = load_canary_queries(canary_file)
@@ -169,8 +182,10 @@ class SwapManager:
             if encoder.query.dim != encoder.context.dim:
                 raise DimensionMismatch(f"query encoder dim {encoder.query.dim} != context encoder dim "
                                         f"{encoder.context.dim}")
-            report = run_canary(encoder, int(index.manifest.dim), self.canary_queries, active.encoder, index,
-                                check_context=context_changed)
+            weights = torch_side(encoder)
+            report = run_canary(weights, int(index.manifest.dim), self.canary_queries, torch_side(active.encoder),
+                                index, check_context=context_changed)
+            encoder = self._to_runtime(encoder, weights, context_changed, details)
             # Fingerprints are computed here, in the loading thread, never on a swap.
             details.update(query_fingerprint=encoder.query_fingerprint,
                            context_fingerprint=encoder.context_fingerprint)
@@ -190,10 +205,28 @@ class SwapManager:
         if self.metrics is not None:
             self.metrics.checkpoint_loads.labels(kind, "success").inc()
             self.metrics.load_duration.observe(seconds)
-        log.info("loaded %s (%s, role %s) from %s in %.2fs; canary top-%d overlap mean %.2f min %.2f",
-                 name, kind, role, request.path, seconds, report.k, report.mean_topk_overlap,
-                 report.min_topk_overlap)
+        log.info("loaded %s (%s, role %s) from %s in %.2fs on %s; canary top-%d overlap mean %.2f min %.2f",
+                 name, kind, role, request.path, seconds, details.get("backend", "torch"), report.k,
+                 report.mean_topk_overlap, report.min_topk_overlap)
         return self.describe(name)
+
+    def _to_runtime(self, encoder: BiEncoder, weights: BiEncoder, check_context: bool,
+                    details: dict[str, Any]) -> BiEncoder:
+        """``encoder`` on the server's runtime, checked against its torch ``weights`` on the canaries.
+
+        The torch vectors are taken first: putting torch on CUDA moves the models in place.
+        """
+        if self.runtime is None or self.runtime.is_identity:
+            return encoder
+        reference = canary_vectors(weights, self.canary_queries, check_context)
+        served = self.runtime.apply(encoder)
+        if served is encoder:
+            return encoder
+        precision = self.runtime.precision
+        worst = check_runtime_agreement(reference, canary_vectors(served, self.canary_queries, check_context),
+                                        precision)
+        details.update(backend=self.runtime.backend, precision=precision, runtime_min_cosine=round(worst, 5))
+        return served
 
     def _scrub(self, message: str) -> str:
         """Keep host paths out of messages that travel to clients."""

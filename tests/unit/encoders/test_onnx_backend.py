@@ -209,3 +209,33 @@ def test_server_with_onnx_backend_answers_search(start_server, encoder, small_in
     finally:
         store.close()
     assert [h.passage_id for h in result.hits] == expected
+
+
+def test_encoder_runtime_is_the_servers_choice_as_a_value(encoder, ort_fp32, onnx_cache):
+    """What SwapManager applies to loaded versions: the same apply_backend, and the torch side back."""
+    from dprscope.encoders.runtime import EncoderRuntime, torch_side
+
+    assert EncoderRuntime(device="cpu").is_identity and EncoderRuntime(device="cpu").apply(encoder) is encoder
+    onnx = EncoderRuntime(backend="onnx", device="cpu", cache_dir=onnx_cache)
+    assert not onnx.is_identity and onnx.precision == "fp32"
+    assert EncoderRuntime(backend="onnx", quantize="int8").precision == "int8"
+    served = onnx.apply(encoder)
+    assert isinstance(served.query, OnnxTextEncoder) and served.query.onnx_path == ort_fp32.query.onnx_path
+    weights = torch_side(served)
+    assert weights.query is encoder.query and weights.shared and "backend" not in weights.extra
+    assert torch_side(encoder) is encoder
+
+
+def test_runtime_agreement_check_refuses_a_skewed_runtime(encoder, ort_fp32):
+    from dprscope.errors import FailedPrecondition
+    from dprscope.models.canary import DEFAULT_CANARY_QUERIES, canary_vectors, check_runtime_agreement
+
+    reference = canary_vectors(encoder, DEFAULT_CANARY_QUERIES, with_context=True)
+    served = canary_vectors(ort_fp32, DEFAULT_CANARY_QUERIES, with_context=True)
+    assert check_runtime_agreement(reference, served, "fp32") >= 0.9999
+    skewed = [v + 0.05 * np.random.default_rng(0).normal(size=v.shape).astype(np.float32) for v in served]
+    with pytest.raises(FailedPrecondition, match="disagrees with the checkpoint's torch weights"):
+        check_runtime_agreement(reference, skewed, "fp32")
+    broken = [served[0], np.full_like(served[1], np.nan)]
+    with pytest.raises(FailedPrecondition, match="non-finite"):
+        check_runtime_agreement(reference, broken, "int8")
