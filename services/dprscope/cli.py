@@ -124,6 +124,10 @@ def _add_serve_flags(p: argparse.ArgumentParser, index_required: bool = True) ->
                         default=_env("ANALYSIS_YIELD", S.DEFAULT_ANALYSIS_YIELD, _bool),
                         help="let Search go first: analysis threads run at lower OS priority and pause "
                              "between chunks while Search is busy [DPRSCOPE_ANALYSIS_YIELD]")
+    limits.add_argument("--gil-switch-ms", type=float,
+                        default=_env("GIL_SWITCH_MS", S.DEFAULT_GIL_SWITCH_MS, float),
+                        help="Python GIL switch interval of the serving process; shorter lets the encoder "
+                             "thread run between request threads sooner [DPRSCOPE_GIL_SWITCH_MS]")
     limits.add_argument("--drain-seconds", type=float, default=_env("DRAIN_SECONDS", S.DEFAULT_DRAIN_S, float),
                         help="NOT_SERVING time before stopping on SIGTERM [DPRSCOPE_DRAIN_SECONDS]")
     limits.add_argument("--grace-seconds", type=float, default=_env("GRACE_SECONDS", S.DEFAULT_GRACE_S, float),
@@ -150,7 +154,7 @@ def settings_from_args(args: argparse.Namespace, index_dir: Path | None = None) 
         checkpoint_root=args.checkpoint_root, data_root=args.data_root, keep_previous=args.keep_previous,
         canary_file=args.canary_file, analysis_concurrency=args.analysis_concurrency,
         analysis_queue=args.analysis_queue, analysis_yield=args.analysis_yield,
-        tls_cert=args.tls_cert, tls_key=args.tls_key,
+        gil_switch_ms=args.gil_switch_ms, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca, reindex_dir=args.reindex_dir)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from concurrent import futures
@@ -252,7 +253,12 @@ def _attach_analysis(handle: ServerHandle) -> None:
 
 
 def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT, then drain and return 0."""
+    """Run until SIGTERM/SIGINT, then drain and return 0.
+
+    This function owns its process, so it (and not ``start``, which tests and embedders call
+    inside their own processes) sets process-wide knobs such as the GIL switch interval.
+    """
+    sys.setswitchinterval(settings.gil_switch_ms / 1e3)
     handle = start(settings)
     stop_requested = threading.Event()
 
