@@ -54,6 +54,7 @@ from dprscope.analysis.attribution import (
 from dprscope.analysis.data import Context, DprRecord, load_dpr_records
 from dprscope.analysis.probing import DEFAULT_N_PASSAGES, probe
 from dprscope.analysis.results import ActivationStatsResult, AttributionResult, ProbeResult
+from dprscope.compute_thread import run_in_fresh_thread
 from dprscope.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -444,7 +445,9 @@ class AnalysisService:
         def work() -> T:
             self.metrics.analysis_running.inc()
             try:
-                return body(progress, cancel)
+                # The executor's threads live on; the job's torch work must not leave an
+                # OpenMP pool behind in them (see dprscope.compute_thread).
+                return run_in_fresh_thread(lambda: body(progress, cancel), f"dprscope-analysis-{method}")
             finally:
                 self.metrics.analysis_running.dec()
 

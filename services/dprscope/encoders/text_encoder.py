@@ -11,6 +11,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from dprscope.compute_thread import run_in_fresh_thread
 from dprscope.encoders.fingerprint import state_dict_fingerprint
 from dprscope.encoders.pooling import POOLING_MODES, pool
 
@@ -63,7 +64,8 @@ class TextEncoder:
 
     @cached_property
     def dim(self) -> int:
-        probe = self.encode(["dimension probe"])
+        # Asked for on the main thread at start-up: probe off it (see dprscope.compute_thread).
+        probe = run_in_fresh_thread(lambda: self.encode(["dimension probe"]), "dprscope-dim-probe")
         return int(probe.shape[1])
 
     @property

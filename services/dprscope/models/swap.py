@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dprscope.compute_thread import run_in_fresh_thread
 from dprscope.encoders.bi_encoder import BiEncoder
 from dprscope.encoders.loading import load_bi_encoder
 from dprscope.encoders.runtime import EncoderRuntime, torch_side
@@ -145,6 +146,9 @@ class SwapManager:
     def load(self, request: LoadRequest) -> VersionView:
         """Load and validate a checkpoint beside the active version.
 
+        Runs on a short-lived thread: the canary encodes must not leave an OpenMP pool in
+        the long-lived gRPC handler thread that called (see dprscope.compute_thread).
+
         Raises:
             InvalidArgument / UnknownVersion: bad kind, role, name or base version.
             PermissionDenied: the path leaves the checkpoint root.
@@ -152,6 +156,9 @@ class SwapManager:
             DimensionMismatch / FailedPrecondition / InvalidArgument: validation failed; the
                 version is then listed as FAILED with the reason.
         """
+        return run_in_fresh_thread(lambda: self._load(request), "dprscope-load")
+
+    def _load(self, request: LoadRequest) -> VersionView:
         kind, role = request.kind.upper() or "FULL", request.role.upper() or "BOTH"
         if kind not in KINDS:
             raise InvalidArgument(f"kind {request.kind!r} is not one of {KINDS}")
