@@ -146,12 +146,12 @@ class RetrievalService:
         with self.registry.lease(options.model_version or None) as lease:
             if options.model_version:
                 self._check_pinned_pair(lease)
-            encoded = self.batcher.encode(lease.encoder.query, list(queries), deadline,
-                                          SearchSpec(lease.index, k, options.params))
-            scores, rows, search_s = encoded.scores, encoded.rows, encoded.search_s
-            t0 = time.perf_counter()
-            outcomes_hits = self._hits(lease, scores, rows, options)
-            fetch_s = time.perf_counter() - t0
+            encoded = self.batcher.encode(
+                lease.encoder.query, list(queries), deadline,
+                SearchSpec(lease.index, k, options.params,
+                           finish=lambda scores, rows: self._hits(lease, scores, rows, options)))
+            outcomes_hits: list[list[Hit]] = encoded.finished
+            search_s, fetch_s = encoded.search_s, encoded.finish_s
         total_s = time.perf_counter() - started
         timings = Timings(queue_ms=encoded.queue_s * 1e3, encode_ms=encoded.encode_s * 1e3,
                           search_ms=search_s * 1e3, fetch_ms=fetch_s * 1e3, total_ms=total_s * 1e3)

@@ -61,6 +61,11 @@ class SearchSpec:
     index: Searchable
     k: int
     params: Any
+    # Per-job post-processing (passage lookup, hit building) run on the encoder thread right
+    # after the search. Request threads then wake to finished results instead of all doing
+    # that Python work at once while the next forward pass needs the GIL between every torch
+    # op: in-process at 32 concurrent requests that contention cost 240 -> 177 QPS.
+    finish: Callable[[np.ndarray, np.ndarray], Any] | None = None
 
 
 @dataclass
@@ -72,6 +77,8 @@ class EncodeResult:
     scores: np.ndarray | None = None
     rows: np.ndarray | None = None
     search_s: float = 0.0
+    finished: Any = None
+    finish_s: float = 0.0
 
 
 @dataclass
@@ -260,6 +267,23 @@ class MicroBatcher:
                 result.rows = rows[offset:offset + n, :job_k]  # type: ignore[union-attr]
                 result.search_s = search_s  # type: ignore[union-attr]
                 offset += n
+            for i in members:
+                MicroBatcher._finish(batch[i], results, i)
+
+    @staticmethod
+    def _finish(job: _Job, results: list[EncodeResult | BaseException], i: int) -> None:
+        """Run the job's own post-processing; its failure fails that job only."""
+        finish = job.search.finish if job.search is not None else None
+        result = results[i]
+        if finish is None or isinstance(result, BaseException) or job.future.cancelled():
+            return
+        started = time.perf_counter()
+        try:
+            result.finished = finish(result.scores, result.rows)
+        except Exception as exc:
+            results[i] = exc
+            return
+        result.finish_s = time.perf_counter() - started
 
     def _drain_remaining(self) -> None:
         for job in self._carry:

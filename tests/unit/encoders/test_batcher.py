@@ -116,3 +116,51 @@ def test_a_failing_batch_fails_only_its_requests():
         assert batcher.encode(CountingEncoder(), ["ok"]).vectors.shape == (1, 2)
     finally:
         batcher.stop()
+
+
+class ToyIndex:
+    """A real searchable: inner product against a fixed matrix."""
+
+    def __init__(self) -> None:
+        self.matrix = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
+
+    def search(self, queries, k, params):
+        scores = queries @ self.matrix.T
+        rows = np.argsort(-scores, axis=1)[:, :k]
+        return np.take_along_axis(scores, rows, axis=1), rows
+
+
+def test_finish_runs_on_the_encoder_thread_per_job():
+    from dprscope.encoders.batcher import SearchSpec
+
+    enc = CountingEncoder()
+    enc.gate.clear()
+    index = ToyIndex()
+    threads: list[str] = []
+
+    def finish_for(tag: str):
+        def finish(scores, rows):
+            threads.append(threading.current_thread().name)
+            return (tag, rows.tolist())
+        return finish
+
+    def failing(scores, rows):
+        raise ValueError("store unavailable")
+
+    batcher = MicroBatcher(max_batch=64, max_wait_s=0.0, queue_size=64)
+    try:
+        good = [batcher.submit(enc, ["x" * (i + 1)], None, SearchSpec(index, 2, None, finish=finish_for(f"job{i}")))
+                for i in range(3)]
+        bad = batcher.submit(enc, ["yy"], None, SearchSpec(index, 2, None, finish=failing))
+        plain = batcher.submit(enc, ["zzz"], None, SearchSpec(index, 1, None))
+        enc.gate.set()
+        results = [f.result(5) for f in good]
+        assert [r.finished[0] for r in results] == ["job0", "job1", "job2"]
+        assert all(r.finished[1] == r.rows.tolist() for r in results)
+        assert all(r.finish_s >= 0 for r in results)
+        assert set(threads) == {"dprscope-encode"}
+        with pytest.raises(ValueError, match="store unavailable"):
+            bad.result(5)
+        assert plain.result(5).finished is None and plain.result(5).rows.shape == (1, 1)
+    finally:
+        batcher.stop()
