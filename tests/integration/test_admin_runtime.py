@@ -17,8 +17,7 @@ from dprscope_client import AdminClient, RetrieverClient
 from tests.unit.models import checkpoint_factory as cf
 
 TOKEN = "runtime-admin-token"
-QUESTIONS = ["who wrote the declaration of independence", "what is the capital of australia",
-             "when did the first world war start", "how many legs does a spider have"]
+QUESTIONS = cf.SWAP_QUESTIONS
 
 
 @pytest.fixture(scope="module")

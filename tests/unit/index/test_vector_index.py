@@ -223,14 +223,35 @@ def test_small_searches_stay_on_the_calling_thread(data, indexes, monkeypatch):
     np.testing.assert_allclose(one_scores[0], all_scores[0], rtol=1e-6)
 
 
-def _rss_mib() -> float:
+_LOAD_AND_MEASURE = """
+import json, sys
+import numpy as np
+from dprscope.index.vector_index import VectorIndex
+
+def rss_mib():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * 4096 / 2**20
+
+path, mmap, params = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
+queries = np.load(sys.argv[4])
+before = rss_mib()
+index = VectorIndex.load(path, "ivfpq", "ip", params, mmap=mmap)
+growth = rss_mib() - before
+print(json.dumps({"growth": growth, "rows": index.search(queries, 10)[1].tolist()}))
+"""
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc to read the resident set size")
 def test_ivfpq_refine_vectors_stay_on_disk_when_mapped(tmp_path):
-    """The refine vectors (the bulk of an IVF-PQ+refine file) are mapped, not read into RAM."""
+    """The refine vectors (the bulk of an IVF-PQ+refine file) are mapped, not read into RAM.
+
+    Each load runs in a fresh interpreter: in this process, memory freed by earlier tests
+    would be reused by the allocator and hide the growth being measured.
+    """
+    import json
+    import subprocess
+    import sys
+
     n, dim = 50_000, 128  # 24 MiB of full vectors beside 0.4 MiB of PQ codes
     rng = np.random.default_rng(3)
     x = rng.normal(size=(n, dim)).astype(np.float32)
@@ -239,17 +260,17 @@ def test_ivfpq_refine_vectors_stay_on_disk_when_mapped(tmp_path):
     built = build_vector_index("ivfpq", [x[i:i + 25_000] for i in range(0, n, 25_000)], dim, n, params)
     path = tmp_path / "index.faiss"
     built.save(path)
-    q = x[:5]
-    expected = built.search(q, 10)[1]
-    del built, x
+    np.save(tmp_path / "queries.npy", x[:5])
+    expected = built.search(x[:5], 10)[1].tolist()
 
-    before = _rss_mib()
-    mapped = VectorIndex.load(path, "ivfpq", "ip", params, mmap=True)
-    mapped_growth = _rss_mib() - before
-    np.testing.assert_array_equal(mapped.search(q, 10)[1], expected)
-    before = _rss_mib()
-    in_ram = VectorIndex.load(path, "ivfpq", "ip", params, mmap=False)
-    ram_growth = _rss_mib() - before
-    np.testing.assert_array_equal(in_ram.search(q, 10)[1], expected)
-    assert ram_growth > 20, f"reading into RAM grew RSS by only {ram_growth:.1f} MiB"
-    assert mapped_growth < ram_growth / 4, f"mapped load grew RSS by {mapped_growth:.1f} MiB (RAM: {ram_growth:.1f})"
+    def load(mmap: bool) -> dict:
+        out = subprocess.run([sys.executable, "-c", _LOAD_AND_MEASURE, str(path), "1" if mmap else "0",
+                              json.dumps(params), str(tmp_path / "queries.npy")],
+                             capture_output=True, text=True, check=True, timeout=120)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    mapped, in_ram = load(True), load(False)
+    assert mapped["rows"] == expected and in_ram["rows"] == expected
+    assert in_ram["growth"] > 20, f"reading into RAM grew RSS by only {in_ram['growth']:.1f} MiB"
+    assert mapped["growth"] < in_ram["growth"] / 4, (
+        f"mapped load grew RSS by {mapped['growth']:.1f} MiB (read into RAM: {in_ram['growth']:.1f})")

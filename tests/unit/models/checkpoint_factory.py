@@ -15,6 +15,9 @@ from safetensors.torch import load_file, save_file
 from dprscope.encoders.loading import default_model_dir
 
 EDIT_LAYER = "encoder.layer.5.output.dense.weight"
+# Questions the hot-swap tests ask before and after a swap (real NQ-style questions).
+SWAP_QUESTIONS = ["who wrote the declaration of independence", "what is the capital of australia",
+                  "when did the first world war start", "how many legs does a spider have"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
