@@ -46,9 +46,6 @@ class SearchParams:
     exact: bool = False
 
 
-_MAX_THREADS = faiss.omp_get_max_threads()
-
-
 @contextmanager
 def _omp_threads(n: int) -> Iterator[None]:
     """Run faiss' parallel regions on ``n`` threads, for the calling thread only.
@@ -180,12 +177,13 @@ class VectorIndex:
         against each other: on two cores that cost 8 ms per search and slowed the next
         encode by 50 %, for a search that takes well under a millisecond on one thread.
         Small searches therefore stay on the calling thread; big batched ones (many
-        queries over a large flat index) still use every core.
+        queries over a large flat index) keep the calling thread's own setting, so a caller
+        that limited faiss' threads is never overridden.
         """
         # graph and IVF searches parallelise over queries only: 8 queries are worth a pool
         per_query = self.ntotal * self.dim if self.index_type == "flat" else SINGLE_THREAD_MACS // 8
         work = nq * per_query
-        return 1 if work < SINGLE_THREAD_MACS else _MAX_THREADS
+        return 1 if work < SINGLE_THREAD_MACS else faiss.omp_get_max_threads()
 
     def search(
         self, queries: np.ndarray, k: int, params: SearchParams = SearchParams()

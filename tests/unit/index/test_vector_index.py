@@ -200,9 +200,15 @@ def test_small_searches_stay_on_the_calling_thread(data, indexes, monkeypatch):
     assert flat._search_threads(1) == 1
     assert indexes["hnsw"]._search_threads(1) == 1
     assert indexes["ivfpq"]._search_threads(1) == 1
-    monkeypatch.setattr(vi, "_MAX_THREADS", 4)
-    assert flat._search_threads(vi.SINGLE_THREAD_MACS // (flat.ntotal * flat.dim) + 1) == 4
-    assert indexes["hnsw"]._search_threads(64) == 4
+    big_flat = vi.SINGLE_THREAD_MACS // (flat.ntotal * flat.dim) + 1
+    caller_threads = faiss.omp_get_max_threads()
+    for setting in (4, 1):  # big searches keep whatever the calling thread asked faiss for
+        faiss.omp_set_num_threads(setting)
+        try:
+            assert flat._search_threads(big_flat) == setting
+            assert indexes["hnsw"]._search_threads(64) == setting
+        finally:
+            faiss.omp_set_num_threads(caller_threads)
 
     _, q = data
     seen: list[int] = []
