@@ -23,6 +23,12 @@ log = logging.getLogger("dprscope.cli")
 OPTIONAL_COMMAND_MODULES = ("dprscope.commands.admin", "dprscope.commands.analysis")
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_DEMO_DIR = Path("demo-index")
+# Mirrors dprscope.index.INDEX_TYPE_CHOICES (a test keeps them equal) so that parsing
+# arguments does not import faiss.
+INDEX_TYPE_CHOICES = ("auto", "flat", "hnsw", "ivfpq")
+AUTO_INDEX_TYPE = "auto"
+INDEX_TYPE_HELP = ("auto (default): exact flat up to 200,000 passages, IVF-PQ with exact re-ranking "
+                   "beyond; see docs/scale.md")
 
 
 def _env(name: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
@@ -284,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="index directory to write")
     p.add_argument("--model", default=S.DEFAULT_MODEL)
     p.add_argument("--pooling", choices=("mean", "cls"), default=None)
-    p.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), default="flat")
+    p.add_argument("--index-type", choices=INDEX_TYPE_CHOICES, default=AUTO_INDEX_TYPE, help=INDEX_TYPE_HELP)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shard-size", type=int, default=2048, help="passages per resumable shard")
     p.add_argument("--split-words", type=int, default=None,
@@ -300,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("embeddings", type=Path, nargs="+", help="pickled (id, vector) shard files")
     p.add_argument("--corpus", type=Path, required=True, help="psgs_w100.tsv with the passages' text")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), default="flat")
+    p.add_argument("--index-type", choices=INDEX_TYPE_CHOICES, default=AUTO_INDEX_TYPE, help=INDEX_TYPE_HELP)
     p.add_argument("--trust-pickle", action="store_true",
                    help="required: these files are Python pickles and can run code when loaded")
     p.set_defaults(func=cmd_import_embeddings)
@@ -322,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build the demo index (Wikipedia vital articles) if missing, then serve it")
     p.add_argument("--index-dir", type=Path, default=_env("DEMO_DIR", DEFAULT_DEMO_DIR, Path),
                    help="where the demo index lives [DPRSCOPE_DEMO_DIR]")
-    p.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), default="flat")
+    p.add_argument("--index-type", choices=INDEX_TYPE_CHOICES, default=AUTO_INDEX_TYPE, help=INDEX_TYPE_HELP)
     p.add_argument("--batch-size", type=int, default=32)
     _add_serve_flags(p, index_required=False)
     p.set_defaults(func=cmd_demo)

@@ -92,3 +92,26 @@ def test_serving_index_on_gpu_matches_cpu(tmp_path, index_type, floor):
     finally:
         placed.close()
         cpu.close()
+
+
+def test_refined_ivfpq_on_gpu_answers_top_k_past_the_gpu_selection_limit(tmp_path):
+    """top_k 200 x k_factor 16 = 3200 > FAISS GPU's 2048: served from the CPU copy, not an error."""
+    from dprscope.index import SearchParams, ServingIndex, gpu
+    from tests.unit.index.test_serving_placement import write_imported_index
+
+    if gpu.faiss_gpu_count() == 0:
+        pytest.skip("faiss has no GPU support or sees no GPU (faiss-cpu build)")
+    directory, vecs = write_imported_index(tmp_path, n=10_000, dim=64, index_type="ivfpq")
+    cpu = ServingIndex.open(directory, device="cpu")
+    placed = ServingIndex.open(directory, device="cuda")
+    try:
+        assert placed.placement.device == "cuda:0", placed.placement.reason
+        _, cpu_rows = cpu.search(vecs[:4], 200, SearchParams())
+        _, gpu_rows = placed.search(vecs[:4], 200, SearchParams())
+        assert gpu_rows.shape == (4, 200)
+        assert (gpu_rows == cpu_rows).all()
+        _, small = placed.search(vecs[:4], 10, SearchParams())  # within the limit: the GPU answers
+        assert (small[:, 0] == np.arange(4)).all()
+    finally:
+        placed.close()
+        cpu.close()

@@ -12,16 +12,21 @@ from dprscope.index.importer import import_embeddings
 from dprscope.index.manifest import FORMAT_VERSION, Manifest, read_manifest, write_manifest
 from dprscope.index.serving import ServingIndex
 from dprscope.index.vector_index import (
+    AUTO_INDEX_TYPE,
+    INDEX_TYPE_CHOICES,
     INDEX_TYPES,
     SearchParams,
     VectorIndex,
     build_vector_index,
     default_index_params,
+    resolve_index_type,
 )
 
 __all__ = [
+    "AUTO_INDEX_TYPE",
     "FORMAT_VERSION",
     "INDEX_TYPES",
+    "INDEX_TYPE_CHOICES",
     "CorpusPassage",
     "Manifest",
     "SearchParams",
@@ -36,5 +41,6 @@ __all__ = [
     "read_corpus",
     "read_manifest",
     "reindex_from_store",
+    "resolve_index_type",
     "write_manifest",
 ]

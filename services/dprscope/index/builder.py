@@ -41,7 +41,7 @@ from dprscope.index.shards import (
     truncate_shards,
     write_build_state,
 )
-from dprscope.index.vector_index import INDEX_TYPES, build_vector_index
+from dprscope.index.vector_index import build_vector_index, check_index_type, same_index_type
 from dprscope.jobs import CancelToken, ProgressFn, ProgressTicker
 from dprscope.store import PassageRecord, PassageStore
 
@@ -52,8 +52,7 @@ DEFAULT_SHARD_SIZE = 2048
 
 
 def _validate(index_type: str, batch_size: int, shard_size: int, split_words: int | None) -> None:
-    if index_type not in INDEX_TYPES:
-        raise InvalidArgument(f"unknown index type {index_type!r}; expected one of {', '.join(INDEX_TYPES)}")
+    check_index_type(index_type)
     if batch_size <= 0:
         raise InvalidArgument(f"batch_size must be > 0, got {batch_size}")
     if shard_size <= 0:
@@ -70,7 +69,7 @@ def wipe_index_dir(out_dir: Path) -> None:
 
 
 def _matches(manifest: Manifest, state: dict[str, Any], index_type: str, index_params: dict | None) -> bool:
-    if manifest.index_type != index_type:
+    if not same_index_type(index_type, manifest.index_type, manifest.passages):
         return False
     if index_params and any(manifest.index_params.get(k) != v for k, v in index_params.items()):
         return False
@@ -222,7 +221,7 @@ def finish_build(
     write_manifest(out_dir, manifest)
     if not keep_shards:
         shutil.rmtree(shards_dir, ignore_errors=True)
-    log.info("index %s ready at %s: %d passages, %s", manifest.index_version, out_dir, total, index_type)
+    log.info("index %s ready at %s: %d passages, %s", manifest.index_version, out_dir, total, vindex.index_type)
     return manifest
 
 
@@ -272,7 +271,7 @@ def build_index(
     corpus: Path,
     out_dir: Path,
     encoder: BiEncoder,
-    index_type: str = "flat",
+    index_type: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
     shard_size: int = DEFAULT_SHARD_SIZE,
     split_words: int | None = None,
@@ -289,7 +288,8 @@ def build_index(
         corpus: DPR TSV or JSONL (optionally gzipped), streamed.
         out_dir: the index directory; created if needed.
         encoder: its context side encodes the passages; its fingerprints go into the manifest.
-        index_type: one of ``INDEX_TYPES``; ``index_params`` override the defaults.
+        index_type: one of ``INDEX_TYPES`` or ``auto`` (by corpus size, decided once the
+            passages are counted); ``index_params`` override the defaults.
         shard_size: rows per embedding shard, the unit of resume.
         split_words: split records into passages of at most this many words (DPR: 100).
         keep_shards: keep ``shards/`` after success (to rebuild other index types cheaply).
@@ -342,8 +342,8 @@ def build_index(
         store.close()
 
     def make_manifest(vindex) -> Manifest:
-        return encoder_manifest(encoder, index_type, vindex.params, total_rows, str(corpus.resolve()), corpus_sha,
-                                split_words)
+        return encoder_manifest(encoder, vindex.index_type, vindex.params, total_rows, str(corpus.resolve()),
+                                corpus_sha, split_words)
 
     return finish_build(
         out_dir,
@@ -362,7 +362,7 @@ def reindex_from_store(
     store: PassageStore,
     out_dir: Path,
     encoder: BiEncoder,
-    index_type: str = "flat",
+    index_type: str = "auto",
     index_params: dict | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressFn | None = None,
@@ -428,7 +428,7 @@ def reindex_from_store(
 
     def make_manifest(vindex) -> Manifest:
         return encoder_manifest(
-            encoder, index_type, vindex.params, total,
+            encoder, vindex.index_type, vindex.params, total,
             source_manifest.corpus_path if source_manifest else str(store.path), corpus_sha,
             source_manifest.split_words if source_manifest else None,
             extra={"reindexed_from": str(store.path.parent)},

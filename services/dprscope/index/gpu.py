@@ -8,7 +8,9 @@ fallback to the CPU is the normal path on CPU-only builds (``faiss-cpu`` has no
 What moves: flat and IVF-PQ indexes (``index_cpu_to_gpu``; IVF-PQ codes need a GPU-side
 lookup table, so ``useFloat16LookupTables`` is set for code sizes above 48 bytes).
 What stays: HNSW (FAISS has no GPU HNSW) and the exact re-ranking store of a refined
-IVF-PQ (its base moves, the full vectors stay memory-mapped on the host).
+IVF-PQ (its base moves, the full vectors stay memory-mapped on the host). The CPU index is
+kept as the placed index's ``cpu_twin``: searches past FAISS GPU's selection limit (top_k x
+k_factor > 2048, or nprobe > 2048) are answered from it instead of failing.
 """
 
 from __future__ import annotations
@@ -99,4 +101,5 @@ def place_index(vindex: VectorIndex, device: str = "auto") -> tuple[VectorIndex,
         log.warning("moving the %s index to cuda:%d failed (%s); serving from the CPU", vindex.index_type, gpu, exc)
         return vindex, Placement("cpu", f"gpu copy failed: {exc}")
     log.info("FAISS %s index on cuda:%d (%d vectors)", vindex.index_type, gpu, vindex.ntotal)
-    return VectorIndex(moved, vindex.index_type, vindex.params, vindex.metric), Placement(f"cuda:{gpu}", "gpu")
+    placed = VectorIndex(moved, vindex.index_type, vindex.params, vindex.metric, cpu_twin=vindex)
+    return placed, Placement(f"cuda:{gpu}", "gpu")

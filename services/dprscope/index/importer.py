@@ -32,7 +32,7 @@ from dprscope.index.manifest import (
     utc_now_iso,
 )
 from dprscope.index.shards import ShardWriter
-from dprscope.index.vector_index import INDEX_TYPES
+from dprscope.index.vector_index import check_index_type, same_index_type
 from dprscope.jobs import CancelToken, ProgressFn, ProgressTicker
 from dprscope.store import PassageRecord, PassageStore
 
@@ -98,7 +98,7 @@ def import_embeddings(
     embedding_files: Sequence[Path],
     corpus: Path,
     out_dir: Path,
-    index_type: str = "flat",
+    index_type: str = "auto",
     encoder_info: dict | None = None,
     trust_pickle: bool = False,
     progress: ProgressFn | None = None,
@@ -126,8 +126,7 @@ def import_embeddings(
     paths = [Path(p) for p in embedding_files]
     if not paths:
         raise InvalidArgument("no embedding files given")
-    if index_type not in INDEX_TYPES:
-        raise InvalidArgument(f"unknown index type {index_type!r}; expected one of {', '.join(INDEX_TYPES)}")
+    check_index_type(index_type)
     for p in paths:
         if not p.is_file():
             raise NotFound(f"embedding file {p} does not exist")
@@ -148,7 +147,7 @@ def import_embeddings(
         same = (
             existing.extra.get("embeddings_sha256") == emb_sha
             and existing.corpus_sha256 == corpus_sha
-            and existing.index_type == index_type
+            and same_index_type(index_type, existing.index_type, existing.passages)
         )
         if same and not overwrite:
             return existing
@@ -215,7 +214,7 @@ def import_embeddings(
             query_fingerprint=str(info.get("query_fingerprint") or ""),
             dim=dim,
             metric=str(info.get("metric") or "ip"),
-            index_type=index_type,
+            index_type=vindex.index_type,
             index_params=vindex.params,
             passages=rows,
             corpus_path=str(corpus.resolve()),

@@ -30,11 +30,24 @@ log = logging.getLogger(__name__)
 faiss.cvar.distance_compute_blas_threshold = 20
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+# Not a FAISS type: asks for the type that suits the corpus size (``resolve_index_type``).
+AUTO_INDEX_TYPE = "auto"
+INDEX_TYPE_CHOICES = (AUTO_INDEX_TYPE, *INDEX_TYPES)
+# Largest corpus that ``auto`` serves from an exact flat index. A flat search streams every
+# vector: on a 2-core host ~0.5 us per 384-d vector, so ~100 ms per query at 200k, already
+# several times the query encode; IVF-PQ + refine holds recall@10 >= 0.97 at 200k and 1M at
+# 1-3 ms (bench/RESULTS.md "Index scale"). HNSW is never chosen: on the near-duplicate-heavy
+# 1M set it falls to 0.6 recall@10 at efSearch 256.
+AUTO_FLAT_MAX_PASSAGES = 200_000
 METRIC = "ip"
 ADD_CHUNK = 16384
 MAX_K = 100_000
 # Below this many multiply-adds a search runs on the calling thread alone (see _search_threads).
 SINGLE_THREAD_MACS = 1 << 26
+# FAISS GPU indexes select at most this many results per query and probe at most this many
+# IVF lists (GPU_MAX_SELECTION_K). A refined IVF-PQ asks its base for top_k x k_factor, so on a
+# GPU top_k 200 at k_factor 16 would fail; such searches go to the CPU copy instead.
+GPU_MAX_K = 2048
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,27 @@ def _omp_threads(n: int) -> Iterator[None]:
 def _check_type(index_type: str) -> None:
     if index_type not in INDEX_TYPES:
         raise InvalidArgument(f"unknown index type {index_type!r}; expected one of {', '.join(INDEX_TYPES)}")
+
+
+def check_index_type(index_type: str) -> None:
+    """Accept a FAISS type or ``auto`` (what builders take before they know the corpus size)."""
+    if index_type not in INDEX_TYPE_CHOICES:
+        raise InvalidArgument(
+            f"unknown index type {index_type!r}; expected one of {', '.join(INDEX_TYPE_CHOICES)}"
+        )
+
+
+def resolve_index_type(index_type: str, n: int) -> str:
+    """The FAISS type to build for ``n`` passages: ``auto`` picks flat or IVF-PQ + refine by size."""
+    check_index_type(index_type)
+    if index_type != AUTO_INDEX_TYPE:
+        return index_type
+    return "flat" if n <= AUTO_FLAT_MAX_PASSAGES else "ivfpq"
+
+
+def same_index_type(requested: str, built: str, n: int) -> bool:
+    """Whether an index of type ``built`` over ``n`` passages is what ``requested`` asks for."""
+    return requested == built or (requested == AUTO_INDEX_TYPE and resolve_index_type(requested, n) == built)
 
 
 def _pq_m(dim: int) -> int:
@@ -119,7 +153,11 @@ def _downcast(index: faiss.Index) -> faiss.Index:
 class VectorIndex:
     """A built FAISS index plus what it is (type, dim, params); safe for concurrent search."""
 
-    def __init__(self, index: faiss.Index, index_type: str, params: dict[str, Any], metric: str = METRIC):
+    def __init__(self, index: faiss.Index, index_type: str, params: dict[str, Any], metric: str = METRIC,
+                 cpu_twin: VectorIndex | None = None):
+        """``cpu_twin``: for an index placed on a GPU, the CPU index it was copied from; it answers
+        the searches the GPU cannot (see ``GPU_MAX_K``). Loaded memory-mapped, it costs page
+        cache, not a second resident copy."""
         _check_type(index_type)
         if metric != METRIC:
             raise InvalidArgument(f"unsupported metric {metric!r}; dprscope indexes use {METRIC!r}")
@@ -128,6 +166,7 @@ class VectorIndex:
         self.dim = int(index.d)
         self.metric = metric
         self.params = dict(params)
+        self._cpu_twin = cpu_twin
         self._exact_index: faiss.Index | None = None
         self._refine: bool = False
         top = _downcast(index)
@@ -204,9 +243,19 @@ class VectorIndex:
             raise InvalidArgument(f"queries must be a [n, dim] array, got shape {q.shape}")
         if q.shape[1] != self.dim:
             raise DimensionMismatch(f"query vectors have dim {q.shape[1]}, the index has dim {self.dim}")
+        if self._cpu_twin is not None and self._beyond_gpu_limits(int(k), params):
+            return self._cpu_twin.search(q, int(k), params)
         with _omp_threads(self._search_threads(q.shape[0])):
             scores, rows = self._search(q, int(k), params)
         return scores.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
+
+    def _beyond_gpu_limits(self, k: int, params: SearchParams) -> bool:
+        """Whether this search asks a GPU index for more than FAISS GPU can select or probe."""
+        if params.exact:  # a refined index re-ranks from host vectors; flat's exact index is the GPU one
+            return not self._refine and k > GPU_MAX_K
+        selected = k * self._refine_k if self._refine else k
+        nprobe = params.nprobe or int(self.params.get("nprobe", 0))
+        return selected > GPU_MAX_K or nprobe > GPU_MAX_K
 
     def _search(self, q: np.ndarray, k: int, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
         if params.exact:
@@ -333,6 +382,8 @@ def build_vector_index(
 ) -> VectorIndex:
     """Build an inner-product index from ``n`` vectors given whole or as chunks.
 
+    ``index_type`` may be ``auto``; the returned index carries the type it resolved to.
+
     IVF-PQ trains on a uniform sample. For that, ``vectors_iter`` must be re-iterable (an
     array, a list, or an object whose ``__iter__`` starts over, such as the builder's
     shard reader); a one-shot iterator is buffered in memory first, with a warning.
@@ -341,9 +392,9 @@ def build_vector_index(
         params: overrides merged over ``default_index_params``.
         train_sample: training rows for IVF-PQ (default: up to 256 per list and PQ centroid).
     """
-    _check_type(index_type)
     if n <= 0:
         raise InvalidArgument("cannot build an index over zero vectors")
+    index_type = resolve_index_type(index_type, n)
     merged = {**default_index_params(index_type, n, dim), **(params or {})}
     unknown = set(merged) - set(default_index_params(index_type, max(n, 1), dim))
     if unknown:

@@ -201,3 +201,31 @@ def test_kill_9_then_resume(tmp_path, corpus_tsv, baseline_index, encoder):
     vb, rb = _contents(baseline_index)
     assert ra == rb
     np.testing.assert_allclose(va, vb, atol=1e-4)
+
+
+def test_auto_index_type_is_resolved_once_passages_are_counted(tmp_path, baseline_index, corpus_tsv, encoder,
+                                                               monkeypatch):
+    import dprscope.index.vector_index as vi
+
+    # The baseline (default type) is small, so auto built it flat; asking again for auto or
+    # for flat finds the finished index instead of refusing "other inputs".
+    assert read_manifest(baseline_index).index_type == "flat"
+    before = read_manifest(baseline_index)
+    assert build_index(corpus_tsv, baseline_index, encoder, index_type="flat", batch_size=16, shard_size=32) == before
+    with pytest.raises(FailedPrecondition, match="other inputs"):
+        build_index(corpus_tsv, baseline_index, encoder, index_type="hnsw", batch_size=16, shard_size=32)
+    # Past the size threshold auto builds IVF-PQ with exact re-ranking and says so in the manifest.
+    monkeypatch.setattr(vi, "AUTO_FLAT_MAX_PASSAGES", N_PASSAGES - 1)
+    out = tmp_path / "auto-ivfpq"
+    m = build_index(corpus_tsv, out, encoder, batch_size=16, shard_size=32)
+    assert m.index_type == "ivfpq"
+    assert m.index_params["refine"] is True
+    assert build_index(corpus_tsv, out, encoder, batch_size=16, shard_size=32) == m
+    serving = ServingIndex.open(out)
+    try:
+        rec = serving.store.get_rows([17])[0]
+        q = encoder.encode_queries([rec.title + " " + rec.text[:200]])
+        _scores, rows = serving.search(q, 5, SearchParams(exact=True))
+        assert rows[0, 0] == 17
+    finally:
+        serving.close()

@@ -93,3 +93,30 @@ def test_ort_providers_fall_back_to_cpu(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert ort_providers("auto")[0] == "CUDAExecutionProvider"
     assert ort_providers("cpu") == ["CPUExecutionProvider"]
+
+
+def test_searches_past_the_gpu_selection_limit_go_to_the_cpu_twin(monkeypatch):
+    """FAISS GPU selects at most GPU_MAX_K results; such searches are answered by the CPU copy.
+
+    No GPU here, so a CPU index over different vectors stands in for the GPU copy: which of the
+    two answered is visible in the rows returned. tests/gpu runs the same path on a real GPU.
+    """
+    from dprscope.index import vector_index as vi
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    full = build_vector_index("ivfpq", x, 16, len(x), {"nlist": 16, "m": 4, "nbits": 6, "nprobe": 4})
+    assert full.params["refine"] and full.params["refine_k_factor"] == 16
+    stand_in = build_vector_index("ivfpq", x[:1000], 16, 1000, {"nlist": 16, "m": 4, "nbits": 6, "nprobe": 4})
+    placed = vi.VectorIndex(stand_in.faiss_index, "ivfpq", full.params, cpu_twin=full)
+    monkeypatch.setattr(vi, "GPU_MAX_K", 64)
+    q = x[2000:2003]
+    _, rows = placed.search(q, 4)  # 4 x k_factor 16 = 64: within the limit, the "GPU" answers
+    assert (rows < 1000).all()
+    _, rows = placed.search(q, 5)  # 80 > 64: the CPU twin answers, and finds the query rows themselves
+    assert (rows[:, 0] == np.arange(2000, 2003)).all()
+    _, rows = placed.search(q, 4, vi.SearchParams(nprobe=65))  # nprobe past the limit
+    assert (rows[:, 0] == np.arange(2000, 2003)).all()
+    _, rows = placed.search(q, 60, vi.SearchParams(exact=True))  # exact re-ranks from host vectors
+    assert rows.shape == (3, 60)

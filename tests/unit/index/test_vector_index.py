@@ -280,3 +280,46 @@ def test_ivfpq_refine_vectors_stay_on_disk_when_mapped(tmp_path):
     assert in_ram["growth"] > 20, f"reading into RAM grew RSS by only {in_ram['growth']:.1f} MiB"
     assert mapped["growth"] < in_ram["growth"] / 4, (
         f"mapped load grew RSS by {mapped['growth']:.1f} MiB (read into RAM: {in_ram['growth']:.1f})")
+
+
+def test_auto_index_type_follows_corpus_size():
+    from dprscope.index.vector_index import (
+        AUTO_FLAT_MAX_PASSAGES,
+        resolve_index_type,
+        same_index_type,
+    )
+
+    assert resolve_index_type("auto", 1) == "flat"
+    assert resolve_index_type("auto", AUTO_FLAT_MAX_PASSAGES) == "flat"
+    assert resolve_index_type("auto", AUTO_FLAT_MAX_PASSAGES + 1) == "ivfpq"
+    assert resolve_index_type("auto", 21_015_320) == "ivfpq"
+    for explicit in INDEX_TYPES:
+        assert resolve_index_type(explicit, 10**9) == explicit
+    with pytest.raises(InvalidArgument, match="auto, flat, hnsw, ivfpq"):
+        resolve_index_type("annoy", 10)
+    assert same_index_type("auto", "flat", 1000)
+    assert not same_index_type("auto", "hnsw", 1000)
+    assert not same_index_type("auto", "flat", AUTO_FLAT_MAX_PASSAGES + 1)
+    assert same_index_type("hnsw", "hnsw", 10)
+
+
+def test_cli_index_type_choices_mirror_the_index_package():
+    from dprscope import cli
+    from dprscope.index import AUTO_INDEX_TYPE, INDEX_TYPE_CHOICES
+
+    assert cli.INDEX_TYPE_CHOICES == INDEX_TYPE_CHOICES
+    assert cli.AUTO_INDEX_TYPE == AUTO_INDEX_TYPE
+
+
+def test_build_auto_resolves_and_reports_the_built_type(data, monkeypatch):
+    import dprscope.index.vector_index as vi
+
+    x, q = data
+    small = build_vector_index("auto", x[:500], DIM, 500)
+    assert small.index_type == "flat"
+    monkeypatch.setattr(vi, "AUTO_FLAT_MAX_PASSAGES", 499)
+    large = build_vector_index("auto", x[:500], DIM, 500)
+    assert large.index_type == "ivfpq"
+    assert large.params["refine"] is True
+    _scores, rows = large.search(q[:3], 5)
+    assert (rows >= 0).all()
