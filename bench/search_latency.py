@@ -4,8 +4,10 @@ The floor is the same encoder + the same FAISS index + the same passage store ca
 directly, one query at a time (no gRPC, no batching). The service runs as a separate
 ``dprscope serve`` process and is driven at concurrency 1, 8 and 32 by ``load_client.py``:
 one asyncio gRPC client in a third process, so the load costs the shared cores little and
-never shares a GIL with the service or with the floor. The server-side columns are medians
-of the stage timings every SearchResponse carries.
+never shares a GIL with the service or with the floor. Concurrency 1 is measured twice: with
+a blocking client (how a synchronous pipeline calls) and with the asyncio one. The server-side
+columns are medians of the stage timings every SearchResponse carries; client p50 minus server
+total is what gRPC, the network stack and the client cost.
 
     python bench/search_latency.py [--passages 5000] [--requests 300]
 
@@ -31,7 +33,7 @@ def floor(index_dir: Path, questions: list[str], k: int, backend: str, quantize:
           ) -> tuple[list[float], float]:
     encoder = build_encoder("default", backend=backend, quantize=quantize)
     index = ServingIndex.open(index_dir)
-    for q in questions[:10]:  # warm-up
+    for q in questions:  # warm-up: every query shape once, as the service gets below
         encoder.encode_queries([q])
     samples = []
     started = time.perf_counter()
@@ -63,14 +65,18 @@ def main() -> None:
     floor_samples, floor_qps = floor(index_dir, questions[: args.requests], args.k, args.backend, quantize)
     f50, f99 = percentiles(floor_samples)
     rows = [["in-process floor (sequential)", 1, f"{f50:.2f}", f"{f99:.2f}", f"{floor_qps:.1f}", "1.00", "1.00",
-             "-", "-", "-", 0]]
+             "-", "-", "-", "-", 0]]
     proc, port = start_server_process(index_dir, "--backend", args.backend, "--quantize", args.quantize)
     try:
-        for c in (1, 8, 32):
-            report = run_load(port, c, args.requests if c == 1 else args.requests * 2, args.k, len(questions))
+        run_load(port, 1, len(questions), args.k, len(questions), blocking=True)  # warm-up, as the floor's
+        runs = [("service c=1, blocking client", 1, True), ("service c=1, asyncio client", 1, False),
+                ("service c=8", 8, False), ("service c=32", 32, False)]
+        for name, c, blocking in runs:
+            report = run_load(port, c, args.requests if c == 1 else args.requests * 2, args.k, len(questions),
+                              blocking=blocking)
             p50, p99 = percentiles(report["latencies_s"])
-            rows.append([f"service c={c}", c, f"{p50:.2f}", f"{p99:.2f}", f"{report['qps']:.1f}", f"{p50 / f50:.2f}",
-                         f"{report['qps'] / floor_qps:.2f}", f"{report['queue_ms']:.1f}",
+            rows.append([name, c, f"{p50:.2f}", f"{p99:.2f}", f"{report['qps']:.1f}", f"{p50 / f50:.2f}",
+                         f"{report['qps'] / floor_qps:.2f}", f"{report['total_ms']:.1f}", f"{report['queue_ms']:.1f}",
                          f"{report['encode_ms']:.1f} / {report['search_ms']:.1f} / {report['fetch_ms']:.1f}",
                          f"{report['client_cpu_ms_per_request']:.2f}", report["failed"]])
     finally:
@@ -79,7 +85,8 @@ def main() -> None:
     print(f"\nindex: {args.passages} passages (flat, all-MiniLM-L6-v2, dim 384), top_k={args.k}, "
           f"backend {args.backend} ({args.quantize})\n")
     print_table(["setup", "concurrency", "p50 ms", "p99 ms", "QPS", "p50 / floor p50", "QPS / floor QPS",
-                 "server queue ms", "server encode / search / fetch ms", "client CPU ms/req", "failed"], rows)
+                 "server total ms", "server queue ms", "server encode / search / fetch ms", "client CPU ms/req",
+                  "failed"], rows)
 
 
 if __name__ == "__main__":
