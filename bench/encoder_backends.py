@@ -1,4 +1,4 @@
-"""Encoder backends side by side: torch fp32 vs ONNX Runtime fp32 vs ORT int8.
+"""Encoder backends side by side: torch fp32 vs ONNX Runtime fp32 vs ORT int8 vs torch bf16.
 
 Per backend: query latency at batch 1 (median over NQ questions), passage throughput at
 batch 64 (real Wikipedia passages), cosine agreement with torch fp32, and top-10 overlap
@@ -7,7 +7,8 @@ is measured on queries encoded in batches of 64, as the micro-batcher serves the
 
 "ort int8" is the served recipe (``encoders/quantization.py``: outlier smoothing + dynamic
 per-channel int8); with ``--plain-int8`` the old plain per-channel ``quantize_dynamic``
-file is measured beside it, for the comparison in bench/RESULTS.md.
+file is measured beside it, for the comparison in bench/RESULTS.md. "torch bf16" (autocast,
+``--quantize bf16``) is measured where the CPU has native bf16 (AMX or AVX512-BF16).
 
     python bench/encoder_backends.py [--questions 200] [--passages 256] [--threads 2] [--plain-int8]
 
@@ -31,7 +32,9 @@ from _common import ROOT, nq_questions, print_table
 from index_scale import base_embeddings, real_passage_rows
 
 from dprscope.encoders import BiEncoder, load_bi_encoder
+from dprscope.encoders.mixed_precision import bf16_in_use
 from dprscope.encoders.onnx_backend import OrtOptions, int8_precision, to_onnx
+from dprscope.encoders.runtime import apply_backend
 
 
 def plain_int8(recipe_bi: BiEncoder, cache: Path, threads: int) -> BiEncoder:
@@ -75,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.plain_int8:
         backends["ort int8 plain per-channel"] = plain_int8(backends["ort int8"], cache, args.threads)
+    bf16 = apply_backend(torch_bi, backend="torch", quantize="bf16", device="cpu")
+    if bf16_in_use(bf16):  # native bf16 only (AMX / AVX512-BF16); elsewhere it would be fp32 again
+        backends["torch bf16 (autocast)"] = bf16
     questions = nq_questions(args.questions)
     rows = real_passage_rows(args.passages)
     index = faiss.IndexFlatIP(384)

@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--index-dir", type=Path, default=ROOT / "out" / "bench-index")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="encoder runtime for both the floor and the service")
-    parser.add_argument("--quantize", choices=("none", "int8"), default="none")
+    parser.add_argument("--quantize", choices=("none", "int8", "bf16"), default="none")
     args = parser.parse_args()
 
     index_dir = ensure_index(args.index_dir, args.passages)

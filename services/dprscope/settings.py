@@ -41,7 +41,8 @@ DEFAULT_KEEP_PREVIOUS = 2
 DEFAULT_BACKEND = "torch"
 BACKENDS = ("torch", "onnx")
 DEFAULT_QUANTIZE: str | None = None
-QUANTIZE_MODES = ("none", "int8")
+# int8: the ONNX recipe (backend onnx); bf16: torch autocast (backend torch, native bf16 hardware).
+QUANTIZE_MODES = ("none", "int8", "bf16")
 DEFAULT_DEVICE = "auto"
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -104,8 +105,10 @@ class Settings:
             raise ValueError(f"backend {self.backend!r} is not one of {BACKENDS}")
         if (self.quantize or "none") not in QUANTIZE_MODES:
             raise ValueError(f"quantize {self.quantize!r} is not one of {QUANTIZE_MODES}")
-        if (self.quantize or "none") != "none" and self.backend != "onnx":
-            raise ValueError(f"quantize {self.quantize!r} needs backend 'onnx', not {self.backend!r}")
+        if (self.quantize or "none") == "int8" and self.backend != "onnx":
+            raise ValueError(f"quantize 'int8' needs backend 'onnx', not {self.backend!r}")
+        if (self.quantize or "none") == "bf16" and self.backend != "torch":
+            raise ValueError(f"quantize 'bf16' needs backend 'torch', not {self.backend!r}")
         if self.device.split(":", 1)[0] not in DEVICES:
             raise ValueError(f"device {self.device!r} is not one of {DEVICES} (optionally cuda:N)")
         if (self.tls_cert is None) != (self.tls_key is None):

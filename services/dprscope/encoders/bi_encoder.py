@@ -63,4 +63,6 @@ class BiEncoder:
             "passage_format": self.context.config.passage_format,
             "query_fingerprint": self.query_fingerprint,
             "context_fingerprint": self.context_fingerprint,
+            # Reduced-precision compute keeps the fp32 fingerprints; say so beside them.
+            **({"precision": self.extra["precision"]} if self.extra.get("precision", "fp32") != "fp32" else {}),
         }

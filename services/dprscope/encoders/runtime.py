@@ -1,4 +1,4 @@
-"""Choosing the encoder runtime: torch (CPU or CUDA) or ONNX Runtime (fp32 or int8).
+"""Choosing the encoder runtime: torch (CPU or CUDA; fp32 or bf16) or ONNX Runtime (fp32 or int8).
 
 ``server.py`` and the build commands call ``apply_backend`` on whatever ``BiEncoder`` they
 loaded, so the runtime is one decision in one place. It never mutates its input: a
@@ -37,16 +37,26 @@ def apply_backend(
     """Return ``bi`` running on ``backend`` (``bi`` itself for torch on the CPU).
 
     Raises:
-        ValueError: an unknown backend, or ``quantize`` without the onnx backend (torch has
-            no int8 path here that keeps retrieval quality; the ORT int8 recipe does).
+        ValueError: an unknown backend; ``int8`` without the onnx backend (torch has no int8
+            path here that keeps retrieval quality; the ORT int8 recipe does); ``bf16``
+            without the torch backend (ONNX Runtime's CPU provider has no bf16 BERT kernels).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
     mode = (quantize or "none").lower()
     if backend == "torch":
-        if mode != "none":
-            raise ValueError(f"quantize {quantize!r} needs backend 'onnx' (torch serves fp32 only)")
-        return bi_encoder_on_device(bi, device)
+        if mode not in ("none", "bf16"):
+            raise ValueError(f"quantize {quantize!r} needs backend 'onnx' (torch serves fp32 or bf16)")
+        target = resolve_device(device)
+        placed = bi_encoder_on_device(bi, target)
+        if mode == "bf16":
+            from dprscope.encoders.mixed_precision import bi_encoder_bf16
+
+            return bi_encoder_bf16(placed, target)
+        return placed
+    if mode == "bf16":
+        raise ValueError("quantize 'bf16' needs backend 'torch' (ONNX Runtime's CPU provider has no bf16 kernels "
+                         "for BERT)")
     from dprscope.encoders.onnx_backend import OrtOptions, to_onnx
 
     return to_onnx(bi, OrtOptions(intra_op_threads=intra_op_threads, device=device, quantize=quantize,
@@ -70,20 +80,34 @@ class EncoderRuntime:
 
     @property
     def is_identity(self) -> bool:
-        """True when ``apply`` returns its input unchanged (torch on the CPU): nothing to check."""
-        return self.backend == "torch" and resolve_device(self.device) == "cpu"
+        """True when ``apply`` returns its input unchanged (fp32 torch on the CPU): nothing to check."""
+        return self.backend == "torch" and self.precision == "fp32" and resolve_device(self.device) == "cpu"
 
     @property
     def precision(self) -> str:
-        """``int8`` or ``fp32``: how closely served vectors should follow the torch weights."""
-        return "int8" if self.backend == "onnx" and (self.quantize or "none").lower() == "int8" else "fp32"
+        """``int8``, ``bf16`` or ``fp32``: how closely served vectors should follow the torch weights."""
+        mode = (self.quantize or "none").lower()
+        if self.backend == "onnx" and mode == "int8":
+            return "int8"
+        if self.backend == "torch" and mode == "bf16":
+            return "bf16"
+        return "fp32"
+
+
+def _fp32_torch(encoder):
+    from dprscope.encoders.mixed_precision import AutocastTextEncoder
+    from dprscope.encoders.onnx_backend import OnnxTextEncoder
+
+    if isinstance(encoder, OnnxTextEncoder):
+        return encoder.torch_encoder
+    if isinstance(encoder, AutocastTextEncoder):
+        return encoder.source
+    return encoder
 
 
 def torch_side(bi: BiEncoder) -> BiEncoder:
-    """The torch encoders behind ``bi`` (ONNX encoders keep theirs); ``bi`` itself if all torch."""
-    from dprscope.encoders.onnx_backend import OnnxTextEncoder
-
-    unwrapped = {id(e): e.torch_encoder if isinstance(e, OnnxTextEncoder) else e for e in (bi.query, bi.context)}
+    """The fp32 torch encoders behind ``bi`` (ONNX and bf16 encoders keep theirs); ``bi`` itself if all fp32 torch."""
+    unwrapped = {id(e): _fp32_torch(e) for e in (bi.query, bi.context)}
     query, context = unwrapped[id(bi.query)], unwrapped[id(bi.context)]
     if query is bi.query and context is bi.context:
         return bi
