@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, default=2, help="--engine ray: encoder actors (one model each)")
     p.add_argument("--quantize", choices=("none", "bf16"), default="none",
                    help="bf16: torch autocast where the CPU (AMX/AVX512-BF16) or GPU computes bf16 natively; "
-                        "~1.9x passages/s, cosine >= 0.9999 to fp32 (fp32 with a warning elsewhere)")
+                        "2-3x passages/s, cosine >= 0.9999 to fp32 (fp32 with a warning elsewhere)")
     p.set_defaults(func=cmd_build_index)
 
     p = sub.add_parser("import-embeddings", help="build an index from DPR's pre-computed passage embeddings")
