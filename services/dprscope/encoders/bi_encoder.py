@@ -64,5 +64,6 @@ class BiEncoder:
             "query_fingerprint": self.query_fingerprint,
             "context_fingerprint": self.context_fingerprint,
             # Reduced-precision compute keeps the fp32 fingerprints; say so beside them.
-            **({"precision": self.extra["precision"]} if self.extra.get("precision", "fp32") != "fp32" else {}),
+            **({"precision": self.extra["precision"]}
+               if self.extra.get("precision", "fp32") not in ("fp32", "none") else {}),
         }
