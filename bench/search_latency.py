@@ -2,14 +2,20 @@
 
 The floor is the same encoder + the same FAISS index + the same passage store called
 directly, one query at a time (no gRPC, no batching). The service runs as a separate
-``dprscope serve`` process and is driven at concurrency 1, 8 and 32 by ``load_client.py``:
-one asyncio gRPC client in a third process, so the load costs the shared cores little and
-never shares a GIL with the service or with the floor. Concurrency 1 is measured twice: with
-a blocking client (how a synchronous pipeline calls) and with the asyncio one. The server-side
-columns are medians of the stage timings every SearchResponse carries; client p50 minus server
+``dprscope serve`` process and is driven by ``load_client.py``: one gRPC client in a third
+process, so the load costs the shared cores little and never shares a GIL with the service
+or with the floor.
+
+The host is shared and its speed drifts by 10-20 % within minutes, so concurrency 1 is
+measured in ``--rounds`` interleaved rounds (floor, service with a blocking client — how a
+synchronous pipeline calls — then service with the asyncio client), and each p50 / floor
+ratio is the median of the per-round ratios: a slow minute then slows both sides of a round.
+Concurrency 8 and 32 follow, against the floor's pooled QPS. Both sides first run every
+question once, so neither pays first-shape costs in the timed runs. The server-side columns
+are medians of the stage timings every SearchResponse carries; client p50 minus server
 total is what gRPC, the network stack and the client cost.
 
-    python bench/search_latency.py [--passages 5000] [--requests 300]
+    python bench/search_latency.py [--passages 5000] [--requests 300] [--rounds 3]
 
 Targets: service p50 at c=1 <= 1.15x the floor; service QPS at c=32 >= 3x the
 sequential floor's QPS.
@@ -18,6 +24,7 @@ sequential floor's QPS.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -29,29 +36,50 @@ from dprscope.index.serving import ServingIndex
 from dprscope.index.vector_index import SearchParams
 
 
-def floor(index_dir: Path, questions: list[str], k: int, backend: str, quantize: str | None
-          ) -> tuple[list[float], float]:
-    encoder = build_encoder("default", backend=backend, quantize=quantize)
-    index = ServingIndex.open(index_dir)
-    for q in questions:  # warm-up: every query shape once, as the service gets below
-        encoder.encode_queries([q])
-    samples = []
-    started = time.perf_counter()
-    for q in questions:
-        t = time.perf_counter()
-        vectors = encoder.encode_queries([q])
-        _, rows = index.search(vectors, k, SearchParams())
-        index.passages(rows[0])
-        samples.append(time.perf_counter() - t)
-    wall = time.perf_counter() - started
-    index.close()
-    return samples, len(questions) / wall
+class Floor:
+    """The in-process baseline: encode, search and fetch one query at a time."""
+
+    def __init__(self, index_dir: Path, k: int, backend: str, quantize: str | None) -> None:
+        self.encoder = build_encoder("default", backend=backend, quantize=quantize)
+        self.index = ServingIndex.open(index_dir)
+        self.k = k
+
+    def run(self, questions: list[str]) -> tuple[list[float], float]:
+        samples = []
+        started = time.perf_counter()
+        for q in questions:
+            t = time.perf_counter()
+            vectors = self.encoder.encode_queries([q])
+            _, rows = self.index.search(vectors, self.k, SearchParams())
+            self.index.passages(rows[0])
+            samples.append(time.perf_counter() - t)
+        return samples, len(questions) / (time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def _service_row(name: str, c: int, report: dict, f50: float, floor_qps: float, ratio: float | None = None) -> list:
+    p50, p99 = percentiles(report["latencies_s"])
+    return [name, c, f"{p50:.2f}", f"{p99:.2f}", f"{report['qps']:.1f}", f"{(ratio or p50 / f50):.2f}",
+            f"{report['qps'] / floor_qps:.2f}", f"{report['total_ms']:.1f}", f"{report['queue_ms']:.1f}",
+            f"{report['encode_ms']:.1f} / {report['search_ms']:.1f} / {report['fetch_ms']:.1f}",
+            f"{report['client_cpu_ms_per_request']:.2f}", report["failed"]]
+
+
+def _pooled(reports: list[dict]) -> dict:
+    pooled = {"latencies_s": [x for r in reports for x in r["latencies_s"]],
+              "qps": statistics.mean(r["qps"] for r in reports), "failed": sum(r["failed"] for r in reports)}
+    for key in ("total_ms", "queue_ms", "encode_ms", "search_ms", "fetch_ms", "client_cpu_ms_per_request"):
+        pooled[key] = statistics.median(r[key] for r in reports)
+    return pooled
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=5000)
-    parser.add_argument("--requests", type=int, default=300, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=300, help="requests per c=1 round; twice that at c=8/32")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved floor / c=1 rounds")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--index-dir", type=Path, default=ROOT / "out" / "bench-index")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
@@ -61,32 +89,49 @@ def main() -> None:
 
     index_dir = ensure_index(args.index_dir, args.passages)
     questions = nq_questions(max(args.requests, 200))
+    timed = questions[: args.requests]
     quantize = None if args.quantize == "none" else args.quantize
-    floor_samples, floor_qps = floor(index_dir, questions[: args.requests], args.k, args.backend, quantize)
-    f50, f99 = percentiles(floor_samples)
-    rows = [["in-process floor (sequential)", 1, f"{f50:.2f}", f"{f99:.2f}", f"{floor_qps:.1f}", "1.00", "1.00",
-             "-", "-", "-", "-", 0]]
+    floor = Floor(index_dir, args.k, args.backend, quantize)
     proc, port = start_server_process(index_dir, "--backend", args.backend, "--quantize", args.quantize)
     try:
-        run_load(port, 1, len(questions), args.k, len(questions), blocking=True)  # warm-up, as the floor's
-        runs = [("service c=1, blocking client", 1, True), ("service c=1, asyncio client", 1, False),
-                ("service c=8", 8, False), ("service c=32", 32, False)]
-        for name, c, blocking in runs:
-            report = run_load(port, c, args.requests if c == 1 else args.requests * 2, args.k, len(questions),
-                              blocking=blocking)
-            p50, p99 = percentiles(report["latencies_s"])
-            rows.append([name, c, f"{p50:.2f}", f"{p99:.2f}", f"{report['qps']:.1f}", f"{p50 / f50:.2f}",
-                         f"{report['qps'] / floor_qps:.2f}", f"{report['total_ms']:.1f}", f"{report['queue_ms']:.1f}",
-                         f"{report['encode_ms']:.1f} / {report['search_ms']:.1f} / {report['fetch_ms']:.1f}",
-                         f"{report['client_cpu_ms_per_request']:.2f}", report["failed"]])
+        floor.run(questions)  # warm-up: every query shape once, on both sides
+        run_load(port, 1, len(questions), args.k, len(questions), blocking=True)
+        floor_samples: list[float] = []
+        floor_qps: list[float] = []
+        blocking: list[dict] = []
+        asyncio_: list[dict] = []
+        ratios: dict[str, list[float]] = {"blocking": [], "asyncio": []}
+        for _ in range(args.rounds):
+            samples, qps = floor.run(timed)
+            floor_samples += samples
+            floor_qps.append(qps)
+            round_f50 = percentiles(samples)[0]
+            for name, sink, is_blocking in (("blocking", blocking, True), ("asyncio", asyncio_, False)):
+                report = run_load(port, 1, len(timed), args.k, len(questions), blocking=is_blocking)
+                sink.append(report)
+                ratios[name].append(percentiles(report["latencies_s"])[0] / round_f50)
+        f50, f99 = percentiles(floor_samples)
+        fqps = statistics.mean(floor_qps)
+        rows = [["in-process floor (sequential)", 1, f"{f50:.2f}", f"{f99:.2f}", f"{fqps:.1f}", "1.00", "1.00",
+                 "-", "-", "-", "-", 0],
+                _service_row("service c=1, blocking client", 1, _pooled(blocking), f50, fqps,
+                             statistics.median(ratios["blocking"])),
+                _service_row("service c=1, asyncio client", 1, _pooled(asyncio_), f50, fqps,
+                             statistics.median(ratios["asyncio"]))]
+        for c in (8, 32):
+            rows.append(_service_row(f"service c={c}", c, run_load(port, c, args.requests * 2, args.k,
+                                                                    len(questions)), f50, fqps))
     finally:
         proc.terminate()
         proc.wait(30)
+        floor.close()
     print(f"\nindex: {args.passages} passages (flat, all-MiniLM-L6-v2, dim 384), top_k={args.k}, "
-          f"backend {args.backend} ({args.quantize})\n")
+          f"backend {args.backend} ({args.quantize}); c=1 per-round p50 ratios: "
+          f"blocking {', '.join(f'{r:.2f}' for r in ratios['blocking'])}; "
+          f"asyncio {', '.join(f'{r:.2f}' for r in ratios['asyncio'])}\n")
     print_table(["setup", "concurrency", "p50 ms", "p99 ms", "QPS", "p50 / floor p50", "QPS / floor QPS",
                  "server total ms", "server queue ms", "server encode / search / fetch ms", "client CPU ms/req",
-                  "failed"], rows)
+                 "failed"], rows)
 
 
 if __name__ == "__main__":
