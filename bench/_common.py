@@ -63,10 +63,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server_process(index_dir: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    """``dprscope serve`` in its own process (so client threads don't share its GIL)."""
+def start_server_process(index_dir: Path, *extra: str, env_overrides: dict[str, str] | None = None
+                         ) -> tuple[subprocess.Popen, int]:
+    """``dprscope serve`` in its own process (so client threads don't share its GIL).
+
+    ``env_overrides`` reach the server only (e.g. OpenMP knobs, read when its runtime loads).
+    """
     port = free_port()
-    env = dict(os.environ)
+    env = {**os.environ, **(env_overrides or {})}
     proc = subprocess.Popen([sys.executable, "-m", "dprscope.cli", "--log-level", "WARNING", "serve", "--index",
                              str(index_dir), "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
                              "--analysis-port", "0", "--drain-seconds", "0", *extra], env=env)

@@ -85,14 +85,18 @@ def main() -> None:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="encoder runtime for both the floor and the service")
     parser.add_argument("--quantize", choices=("none", "int8", "bf16"), default="none")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for the server process only (repeatable), e.g. GOMP_SPINCOUNT=10000")
     args = parser.parse_args()
+    server_env = dict(item.split("=", 1) for item in args.server_env)
 
     index_dir = ensure_index(args.index_dir, args.passages)
     questions = nq_questions(max(args.requests, 200))
     timed = questions[: args.requests]
     quantize = None if args.quantize == "none" else args.quantize
     floor = Floor(index_dir, args.k, args.backend, quantize)
-    proc, port = start_server_process(index_dir, "--backend", args.backend, "--quantize", args.quantize)
+    proc, port = start_server_process(index_dir, "--backend", args.backend, "--quantize", args.quantize,
+                                      env_overrides=server_env)
     try:
         floor.run(questions)  # warm-up: every query shape once, on both sides
         run_load(port, 1, len(questions), args.k, len(questions), blocking=True)
@@ -126,7 +130,8 @@ def main() -> None:
         proc.wait(30)
         floor.close()
     print(f"\nindex: {args.passages} passages (flat, all-MiniLM-L6-v2, dim 384), top_k={args.k}, "
-          f"backend {args.backend} ({args.quantize}); c=1 per-round p50 ratios: "
+          f"backend {args.backend} ({args.quantize}), server env {server_env or 'unchanged'}; "
+          f"c=1 per-round p50 ratios: "
           f"blocking {', '.join(f'{r:.2f}' for r in ratios['blocking'])}; "
           f"asyncio {', '.join(f'{r:.2f}' for r in ratios['asyncio'])}\n")
     print_table(["setup", "concurrency", "p50 ms", "p99 ms", "QPS", "p50 / floor p50", "QPS / floor QPS",
