@@ -1,8 +1,10 @@
 """Where a Search's milliseconds go: tokenise, encode, search, store lookup, protobuf, gRPC.
 
-In-process stages are timed one by one on the same query stream (median per stage); the
-gRPC row is a real ``Search`` against an in-process server minus the in-process work, at
-concurrency 1 and under load (``--clients`` threads). Backends: torch and ONNX fp32/int8.
+In-process stages are timed one by one on the same query stream (median per stage). The
+gRPC column is a real ``Search`` against ``dprscope serve`` in its own process, driven by
+``load_client.py`` from a third one (a blocking client at concurrency 1, the asyncio one at
+``--clients``), minus the in-process work. Both sides first run every question once.
+Backends: torch and ONNX fp32/int8.
 
     python bench/query_profile.py [--passages 5000] [--requests 200] [--clients 8]
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, ensure_index, nq_questions, print_table
+from _common import ROOT, ensure_index, nq_questions, print_table, start_server_process
+from load_client import run_load
 
 from dprscope.compute_thread import run_in_fresh_thread
 from dprscope.encoders import load_bi_encoder
@@ -62,30 +64,8 @@ def stage_profile(bi, index: ServingIndex, questions: list[str], k: int) -> dict
 
 
 def warm_and_profile(bi, index: ServingIndex, questions: list[str]) -> dict[str, float]:
-    bi.encode_queries(questions[:4])
+    bi.encode_queries(questions, batch_size=1)  # every query shape once, as the server's warm-up below
     return stage_profile(bi, index, questions, 10)
-
-
-def grpc_latency(target: str, questions: list[str], k: int, clients: int) -> float:
-    from dprscope_client import RetrieverClient
-
-    lat: list[float] = []
-    lock = threading.Lock()
-
-    def worker(qs: list[str]) -> None:
-        with RetrieverClient(target, timeout=60) as c:
-            for q in qs:
-                t = time.perf_counter()
-                c.search(q, top_k=k)
-                with lock:
-                    lat.append(time.perf_counter() - t)
-
-    threads = [threading.Thread(target=worker, args=(questions[i::clients],)) for i in range(clients)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return _median_ms(lat)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,9 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"])
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from dprscope.server import start
-    from dprscope.settings import Settings
-
     index_dir = ensure_index(ROOT / "out" / f"query-profile-index-{args.passages}", args.passages)
     questions = nq_questions(args.requests)
     base = load_bi_encoder("default")
@@ -114,15 +91,15 @@ def main(argv: list[str] | None = None) -> int:
             stages = run_in_fresh_thread(partial(warm_and_profile, bi, index, questions))
         finally:
             index.close()
-        settings = Settings(index_dir=index_dir, host="127.0.0.1", port=0, analysis_port=None, metrics_port=None,
-                            backend=backend, quantize=quant, onnx_cache_dir=ROOT / "out" / "onnx-cache",
-                            drain_s=0, grace_s=1)
-        handle = start(settings, encoder=base)
+        proc, port = start_server_process(index_dir, "--backend", backend, "--quantize", quant or "none",
+                                          "--onnx-cache-dir", str(ROOT / "out" / "onnx-cache"))
         try:
-            c1 = grpc_latency(handle.target, questions, 10, 1)
-            loaded = grpc_latency(handle.target, questions, 10, args.clients)
+            run_load(port, 1, len(questions), 10, len(questions), blocking=True)  # warm-up
+            c1 = _median_ms(run_load(port, 1, len(questions), 10, len(questions), blocking=True)["latencies_s"])
+            loaded = _median_ms(run_load(port, args.clients, 2 * len(questions), 10, len(questions))["latencies_s"])
         finally:
-            handle.stop(grace=0, drain=0)
+            proc.terminate()
+            proc.wait(30)
         inproc = sum(stages.values())
         table.append([name, *(f"{v:.2f}" for v in stages.values()), f"{max(c1 - inproc, 0):.2f}", f"{c1:.2f}",
                       f"{loaded:.2f}"])
