@@ -1,0 +1,56 @@
+"""The benchmark tools themselves, on tiny inputs: a broken load generator or index-scale run
+would otherwise only show up when someone re-measures the README tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.shared_data import shared_data_dir
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def load_client():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import load_client
+
+        yield load_client
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.mark.parametrize(("concurrency", "blocking"), [(1, True), (1, False), (4, False)])
+def test_load_client_reports_latencies_and_server_stages(server, load_client, concurrency, blocking):
+    shared_data_dir()
+    report = load_client.run_load(server.port, concurrency, 12, k=5, questions=8, blocking=blocking)
+    assert report["failed"] == 0 and len(report["latencies_s"]) == 12
+    assert all(0 < s < 60 for s in report["latencies_s"]) and report["qps"] > 0
+    assert report["encode_ms"] > 0 and report["total_ms"] >= report["encode_ms"]
+    assert report["client_cpu_ms_per_request"] > 0
+
+
+def test_load_client_refuses_blocking_above_concurrency_one(load_client):
+    with pytest.raises(ValueError, match="concurrency 1"):
+        load_client.run_load(1, 4, 10, blocking=True)
+
+
+@pytest.mark.slow
+def test_index_scale_runs_end_to_end_on_a_small_set(tmp_path):
+    """Encodes a few real passages, replicates them, and checks every printed setting's recall."""
+    shared_data_dir()
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "index_scale.py"), "--n", "20000", "--base", "300", "--queries", "40",
+         "--only", "ivfpq", "--pq-m", "48", "--nprobe", "8", "--k-factor", "16", "--repeats", "3",
+         "--threads", "1"],
+        capture_output=True, text=True, timeout=900, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ivfpq")]
+    assert len(rows) == 2, out.stdout
+    recalls = {r.split("|")[1].strip(): float(r.split("|")[3]) for r in rows}
+    assert recalls["ivfpq+ref"] >= recalls["ivfpq"] and recalls["ivfpq+ref"] >= 0.8, recalls
