@@ -221,8 +221,9 @@ def start(settings: Settings, *, metrics: Metrics | None = None, encoder: BiEnco
             handle._metrics_http = http_server
             handle.metrics_port = int(http_server.server_port)
         # Warm-up: the first forward pass is slow (allocations, kernel selection); pay it
-        # before any client does, and only then say SERVING.
-        _warm_up(retrieval)
+        # before any client does, and only then say SERVING. It is not client traffic, so it
+        # goes through a metrics-less view of the same registry and batcher.
+        _warm_up(RetrievalService(registry, batcher, settings.limits))
     except BaseException:
         handle.stop(grace=0, drain=0)
         raise

@@ -233,3 +233,20 @@ def test_metrics_exposition(server, client):
     info = [s for s in families["dprscope_model_info"].samples if s.value == 1]
     assert info and info[0].labels["model_version"] == "v1"
     assert all(name.startswith("dprscope_") for name in families if not name.startswith(("python_", "process_")))
+
+
+def test_warm_up_is_not_counted_as_client_traffic(start_server):
+    """The start-up warm-up runs ~34 searches; request and stage metrics start at zero anyway."""
+    handle = start_server()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{handle.metrics_port}/metrics", timeout=5).read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    version_requests = [s.value for s in families["dprscope_model_version_requests"].samples
+                        if s.name.endswith("_total")]
+    assert sum(version_requests) == 0
+    stage_counts = [s.value for s in families["dprscope_stage_duration_seconds"].samples if s.name.endswith("_count")]
+    assert sum(stage_counts) == 0
+    with RetrieverClient(handle.target) as client:
+        client.search("who wrote hamlet", top_k=3)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{handle.metrics_port}/metrics", timeout=5).read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    assert sum(s.value for s in families["dprscope_model_version_requests"].samples if s.name.endswith("_total")) == 1
