@@ -31,6 +31,11 @@ INDEX_TYPE_HELP = ("auto (default): exact flat up to 200,000 passages, IVF-PQ wi
                    "beyond; see docs/scale.md")
 
 
+def _quantize(choice: str) -> str | None:
+    """The ``--quantize`` choice as the runtime takes it: ``none`` means no quantisation."""
+    return None if choice == "none" else choice
+
+
 def _env(name: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
     raw = os.environ.get("DPRSCOPE_" + name)
     if raw is None or raw == "":
@@ -152,7 +157,7 @@ def settings_from_args(args: argparse.Namespace, index_dir: Path | None = None) 
     return S.Settings(
         index_dir=index_dir or args.index, model=args.model, model_version=args.model_version,
         pooling=args.pooling, backend=args.backend,
-        quantize=None if args.quantize == "none" else args.quantize, device=args.device,
+        quantize=_quantize(args.quantize), device=args.device,
         onnx_cache_dir=args.onnx_cache_dir, host=args.host, port=args.port,
         analysis_port=args.analysis_port or None, metrics_port=args.metrics_port or None, limits=limits,
         encode_max_batch=args.encode_max_batch, encode_max_wait_ms=args.encode_max_wait_ms,
@@ -180,7 +185,7 @@ def _build(corpus: Path, out: Path, model: str, pooling: str | None, index_type:
     from dprscope.progress_bar import ProgressBar
 
     encoder = apply_backend(load_bi_encoder(model, pooling=pooling), backend="torch",
-                            quantize=None if quantize == "none" else quantize, device="cpu")
+                            quantize=_quantize(quantize), device="cpu")
     bar = ProgressBar(unit="passages")
     try:
         manifest = build_index(corpus, out, encoder, index_type=index_type, batch_size=batch_size,
@@ -207,14 +212,14 @@ def cmd_build_index(args: argparse.Namespace) -> int:
             from dprscope.distributed.ray_build import RayEncodeConfig, build_index_ray
 
             config = RayEncodeConfig(model=args.model, pooling=args.pooling, device=args.device, actors=args.actors,
-                                     quantize=None if args.quantize == "none" else args.quantize)
+                                     quantize=_quantize(args.quantize))
             manifest = build_index_ray(args.corpus, args.out, config, **kwargs)
         else:
             from dprscope.encoders.runtime import build_encoder
             from dprscope.index.builder import build_index
 
             encoder = build_encoder(args.model, pooling=args.pooling, device=args.device,
-                                    quantize=None if args.quantize == "none" else args.quantize)
+                                    quantize=_quantize(args.quantize))
             manifest = build_index(args.corpus, args.out, encoder, **kwargs)
     finally:
         bar.close()
