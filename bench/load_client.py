@@ -32,36 +32,50 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class _Recorder:
+    """Latencies, server stage timings and failures of the timed requests, and the report."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.stages: dict[str, list[float]] = {s: [] for s in STAGES}
+        self.failures = 0
+        self._cpu0 = self._wall0 = 0.0
+
+    def start(self) -> None:
+        self._cpu0, self._wall0 = _cpu_s(), time.perf_counter()
+
+    def record(self, started: float, result) -> None:
+        self.latencies.append(time.perf_counter() - started)
+        for s in STAGES:
+            self.stages[s].append(getattr(result, s))
+
+    def report(self) -> dict:
+        wall, cpu = time.perf_counter() - self._wall0, _cpu_s() - self._cpu0
+        return {"latencies_s": self.latencies, "qps": len(self.latencies) / wall, "failed": self.failures,
+                "client_cpu_ms_per_request": cpu / max(len(self.latencies), 1) * 1e3,
+                **{s: statistics.median(v) for s, v in self.stages.items() if v}}
+
+
 async def _drive(target: str, questions: list[str], k: int, concurrency: int, total: int) -> dict:
     from dprscope_client import AsyncRetrieverClient
 
-    latencies: list[float] = []
-    stages: dict[str, list[float]] = {s: [] for s in STAGES}
-    failures = 0
+    rec = _Recorder()
     async with AsyncRetrieverClient(target, timeout=120) as client:
         for q in questions[:concurrency]:  # connect and warm every in-flight slot once
             await client.search(q, top_k=k)
         pending = iter(range(total))
 
         async def worker() -> None:
-            nonlocal failures
             for i in pending:
                 started = time.perf_counter()
                 try:
-                    result = await client.search(questions[i % len(questions)], top_k=k)
+                    rec.record(started, await client.search(questions[i % len(questions)], top_k=k))
                 except Exception:
-                    failures += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-                for s in STAGES:
-                    stages[s].append(getattr(result, s))
+                    rec.failures += 1
 
-        cpu0, wall0 = _cpu_s(), time.perf_counter()
+        rec.start()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall, cpu = time.perf_counter() - wall0, _cpu_s() - cpu0
-    return {"latencies_s": latencies, "qps": len(latencies) / wall, "failed": failures,
-            "client_cpu_ms_per_request": cpu / max(len(latencies), 1) * 1e3,
-            **{s: statistics.median(v) for s, v in stages.items() if v}}
+        return rec.report()
 
 
 def _drive_blocking(target: str, questions: list[str], k: int, total: int) -> dict:
@@ -72,26 +86,17 @@ def _drive_blocking(target: str, questions: list[str], k: int, total: int) -> di
     """
     from dprscope_client import RetrieverClient
 
-    latencies: list[float] = []
-    stages: dict[str, list[float]] = {s: [] for s in STAGES}
-    failures = 0
+    rec = _Recorder()
     with RetrieverClient(target, timeout=120) as client:
         client.search(questions[0], top_k=k)
-        cpu0, wall0 = _cpu_s(), time.perf_counter()
+        rec.start()
         for i in range(total):
             started = time.perf_counter()
             try:
-                result = client.search(questions[i % len(questions)], top_k=k)
+                rec.record(started, client.search(questions[i % len(questions)], top_k=k))
             except Exception:
-                failures += 1
-                continue
-            latencies.append(time.perf_counter() - started)
-            for s in STAGES:
-                stages[s].append(getattr(result, s))
-        wall, cpu = time.perf_counter() - wall0, _cpu_s() - cpu0
-    return {"latencies_s": latencies, "qps": len(latencies) / wall, "failed": failures,
-            "client_cpu_ms_per_request": cpu / max(len(latencies), 1) * 1e3,
-            **{s: statistics.median(v) for s, v in stages.items() if v}}
+                rec.failures += 1
+        return rec.report()
 
 
 def run_load(port: int, concurrency: int, total: int, k: int = 10, questions: int = 200,
