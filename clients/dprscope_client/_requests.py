@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,9 +14,35 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
-    return [("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)]
+#: The Retriever's read methods change nothing, so a call that a stopping server never ran can
+#: be sent again. A server that stops kills the calls it had received but not yet started with
+#: CANCELLED (gRPC core drops its unmatched calls at shutdown), and one that is gone answers
+#: UNAVAILABLE; both are retried with a short backoff, within the caller's deadline, so a rolling
+#: restart is invisible to a client. RESOURCE_EXHAUSTED (a full queue) is not retried: that is
+#: back-pressure, and retrying it would only add load. A call the client cancels itself is never
+#: retried.
+READ_RETRY_SERVICE_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{"service": "dprscope.v1.Retriever", "method": method}
+                 for method in ("Search", "BatchSearch", "GetPassages", "GetIndexInfo")],
+        "retryPolicy": {
+            "maxAttempts": 3,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "0.5s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
+        },
+    }],
+})
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                    retry_reads: bool = True) -> list[tuple[str, int | str]]:
+    options: list[tuple[str, int | str]] = [("grpc.max_receive_message_length", max_message_bytes),
+                                            ("grpc.max_send_message_length", max_message_bytes)]
+    if retry_reads:
+        options.append(("grpc.service_config", READ_RETRY_SERVICE_CONFIG))
+    return options
 
 
 def credentials(tls: bool, root_certificates: bytes | str | Path | None = None,

@@ -22,9 +22,9 @@ class AsyncRetrieverClient:
     def __init__(self, target: str, *, timeout: float = rq.DEFAULT_TIMEOUT_S, tls: bool = False,
                  root_certificates: bytes | str | Path | None = None, client_cert: bytes | str | Path | None = None,
                  client_key: bytes | str | Path | None = None, metadata: Sequence[tuple[str, str]] = (),
-                 max_message_bytes: int = rq.DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = rq.DEFAULT_MAX_MESSAGE_BYTES, retry_reads: bool = True) -> None:
         creds = rq.credentials(tls, root_certificates, client_cert, client_key)
-        options = rq.channel_options(max_message_bytes)
+        options = rq.channel_options(max_message_bytes, retry_reads=retry_reads)
         self.channel = (grpc.aio.secure_channel(target, creds, options) if creds is not None
                         else grpc.aio.insecure_channel(target, options))
         self.timeout = timeout
