@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dprscope.encoders.batcher import MicroBatcher, SearchSpec
+from dprscope.encoders.batcher import EncodeResult, MicroBatcher, SearchSpec
 from dprscope.errors import InvalidArgument, ReindexRequired
 from dprscope.index.vector_index import SearchParams
 from dprscope.jobs import Deadline
@@ -127,11 +127,32 @@ class RetrievalService:
     def search(self, query: str, options: SearchOptions, deadline: Deadline | None = None) -> SearchOutcome:
         return self.batch_search([query], options, deadline, single=True)[0]
 
+    async def search_async(self, query: str, options: SearchOptions,
+                           deadline: Deadline | None = None) -> SearchOutcome:
+        return (await self.batch_search_async([query], options, deadline, single=True))[0]
+
     def batch_search(self, queries: Sequence[str], options: SearchOptions, deadline: Deadline | None = None,
                      single: bool = False) -> list[SearchOutcome]:
         """Encode all queries as one batch, then search and fetch each; results in order."""
         started = time.perf_counter()
         deadline = deadline or Deadline()
+        k = self._admit(queries, options, deadline, single)
+        with self.registry.lease(options.model_version or None) as lease:
+            encoded = self.batcher.encode(*self._encode_args(lease, queries, k, options, deadline))
+        return self._outcomes(lease, len(queries), encoded, started)
+
+    async def batch_search_async(self, queries: Sequence[str], options: SearchOptions,
+                                 deadline: Deadline | None = None, single: bool = False) -> list[SearchOutcome]:
+        """``batch_search`` for an event loop: the same steps, awaiting the encoder thread."""
+        started = time.perf_counter()
+        deadline = deadline or Deadline()
+        k = self._admit(queries, options, deadline, single)
+        with self.registry.lease(options.model_version or None) as lease:
+            encoded = await self.batcher.encode_async(*self._encode_args(lease, queries, k, options, deadline))
+        return self._outcomes(lease, len(queries), encoded, started)
+
+    def _admit(self, queries: Sequence[str], options: SearchOptions, deadline: Deadline, single: bool) -> int:
+        """Validate a request before it costs anything; returns the resolved ``top_k``."""
         if not single:
             if len(queries) == 0:
                 raise InvalidArgument("queries is empty; send at least one query")
@@ -143,25 +164,28 @@ class RetrievalService:
         k = self._resolve_top_k(options.top_k)
         self._check_params(options)
         deadline.check("query encoding")
-        with self.registry.lease(options.model_version or None) as lease:
-            if options.model_version:
-                self._check_pinned_pair(lease)
-            encoded = self.batcher.encode(
-                lease.encoder.query, list(queries), deadline,
+        return k
+
+    def _encode_args(self, lease: Lease, queries: Sequence[str], k: int, options: SearchOptions,
+                     deadline: Deadline) -> tuple:
+        if options.model_version:
+            self._check_pinned_pair(lease)
+        return (lease.encoder.query, list(queries), deadline,
                 SearchSpec(lease.index, k, options.params,
                            finish=lambda scores, rows: self._hits(lease, scores, rows, options)))
-            outcomes_hits: list[list[Hit]] = encoded.finished
-            search_s, fetch_s = encoded.search_s, encoded.finish_s
+
+    def _outcomes(self, lease: Lease, n_queries: int, encoded: EncodeResult, started: float) -> list[SearchOutcome]:
+        outcomes_hits: list[list[Hit]] = encoded.finished
         total_s = time.perf_counter() - started
         timings = Timings(queue_ms=encoded.queue_s * 1e3, encode_ms=encoded.encode_s * 1e3,
-                          search_ms=search_s * 1e3, fetch_ms=fetch_s * 1e3, total_ms=total_s * 1e3)
+                          search_ms=encoded.search_s * 1e3, fetch_ms=encoded.finish_s * 1e3, total_ms=total_s * 1e3)
         if self.metrics is not None:
             m = self.metrics.stage_duration
             m.labels("queue").observe(encoded.queue_s)
             m.labels("encode").observe(encoded.encode_s)
-            m.labels("search").observe(search_s)
-            m.labels("fetch").observe(fetch_s)
-            self.metrics.version_requests.labels(lease.version).inc(len(queries))
+            m.labels("search").observe(encoded.search_s)
+            m.labels("fetch").observe(encoded.finish_s)
+            self.metrics.version_requests.labels(lease.version).inc(n_queries)
         index_version = lease.index.manifest.index_version
         return [SearchOutcome(hits, lease.version, index_version, timings) for hits in outcomes_hits]
 

@@ -26,7 +26,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dprscope.api.interceptors import AdminAuthInterceptor, ServingInterceptor
+from dprscope.api.interceptors import AdminAuthInterceptor, AsyncServingInterceptor
+from dprscope.api.loop_server import LoopServer
 from dprscope.api.retriever import RetrieverServicer
 from dprscope.encoders.batcher import MicroBatcher
 from dprscope.encoders.bi_encoder import BiEncoder
@@ -65,7 +66,7 @@ class ServerHandle:
     retrieval: RetrievalService
     batcher: MicroBatcher
     health: health.HealthServicer
-    grpc_server: grpc.Server
+    grpc_server: LoopServer
     port: int
     analysis_server: grpc.Server | None = None
     analysis_health: health.HealthServicer | None = None
@@ -121,15 +122,18 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
             ("grpc.so_reuseport", 0)]
 
 
-def _bind(server: grpc.Server, settings: Settings, port: int) -> int:
+def _bind(server: grpc.Server | LoopServer, settings: Settings, port: int) -> int:
     address = f"{settings.host}:{port}"
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
-        creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
-                                            root_certificates=ca, require_client_auth=ca is not None)
-        bound = server.add_secure_port(address, creds)
-    else:
-        bound = server.add_insecure_port(address)
+    try:
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+            creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+                                                root_certificates=ca, require_client_auth=ca is not None)
+            bound = server.add_secure_port(address, creds)
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpc.aio reports a failed bind by raising; grpc.server by returning 0
+        bound = 0
     if bound == 0:
         raise OSError(f"could not bind {address}")
     return bound
@@ -194,22 +198,26 @@ def start(settings: Settings, *, metrics: Metrics | None = None, encoder: BiEnco
                               load_seconds=time.perf_counter() - started))
     registry.activate(settings.model_version)
 
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="dprscope-rpc"),
-        interceptors=[AdminAuthInterceptor(settings.admin_token),
-                      ServingInterceptor(metrics, "retrieval", settings.max_inflight)],
-        options=_server_options(settings),
-    )
-    retrieval_pb2_grpc.add_RetrieverServicer_to_server(RetrieverServicer(retrieval), server)
-    health_pb2_grpc.add_HealthServicer_to_server(retriever_health, server)
+    # The retrieval port runs on an event loop (see api/loop_server.py); its blocking
+    # handlers (ModelAdmin, health, store lookups) get the thread pool.
+    server = LoopServer(interceptors=[AdminAuthInterceptor(settings.admin_token),
+                                      AsyncServingInterceptor(metrics, "retrieval", settings.max_inflight)],
+                        options=_server_options(settings), sync_workers=settings.grpc_workers)
+    retrieval_pb2_grpc.add_RetrieverServicer_to_server(RetrieverServicer(retrieval), server.server)
+    health_pb2_grpc.add_HealthServicer_to_server(retriever_health, server.server)
     service_names = [RETRIEVER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
     handle_extras: dict[str, Any] = {"closers": []}
-    admin = _attach_admin(server, settings, registry, metrics, handle_extras)
+    admin = _attach_admin(server.server, settings, registry, metrics, handle_extras)
     if admin:
         service_names.append(ADMIN_SERVICE)
-    reflection.enable_server_reflection(service_names, server)
-    port = _bind(server, settings, settings.port)
-    server.start()
+    reflection.enable_server_reflection(service_names, server.server)
+    try:
+        port = _bind(server, settings, settings.port)
+        server.start()
+    except BaseException:
+        server.stop(0).wait()
+        batcher.stop()
+        raise
 
     handle = ServerHandle(settings=settings, metrics=metrics, registry=registry, retrieval=retrieval,
                           batcher=batcher, health=retriever_health, grpc_server=server, port=port,
@@ -245,7 +253,7 @@ def _warm_up(retrieval: RetrievalService) -> None:
         retrieval.search(" ".join(words[:n]), SearchOptions(top_k=1))
 
 
-def _attach_admin(server: grpc.Server, settings: Settings, registry: ModelRegistry, metrics: Metrics,
+def _attach_admin(server: grpc.aio.Server, settings: Settings, registry: ModelRegistry, metrics: Metrics,
                   extras: dict[str, Any]) -> bool:
     """Register ModelAdmin on the retrieval server when the admin room is available."""
     try:

@@ -96,7 +96,7 @@ class ModelAdminServicer(pb_grpc.ModelAdminServicer):
         return list_response(self.manager.list())
 
 
-def attach_admin(server: grpc.Server, settings: Settings, registry: ModelRegistry, metrics: Metrics,
+def attach_admin(server: grpc.aio.Server, settings: Settings, registry: ModelRegistry, metrics: Metrics,
                  extras: dict[str, Any]) -> bool:
     """Register ModelAdmin on ``server`` (the retrieval port); the manager is closed at shutdown."""
     runtime = EncoderRuntime(backend=settings.backend, quantize=settings.quantize, device=settings.device,

@@ -1,4 +1,9 @@
-"""The Retriever servicer: request -> domain call -> response, nothing more."""
+"""The Retriever servicer: request -> domain call -> response, nothing more.
+
+It serves on the event-loop server: Search and BatchSearch are coroutines that await the
+encoder thread; the two store lookups are short blocking calls and run on the server's
+thread pool.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +20,15 @@ class RetrieverServicer(pb_grpc.RetrieverServicer):
     def __init__(self, service: RetrievalService) -> None:
         self.service = service
 
-    def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
-        outcome = self.service.search(request.query, convert.search_options(request), deadline_of(context))
+    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        outcome = await self.service.search_async(request.query, convert.search_options(request),
+                                                  deadline_of(context))
         return convert.search_response(outcome)
 
-    def BatchSearch(self, request: pb.BatchSearchRequest, context: grpc.ServicerContext) -> pb.BatchSearchResponse:
-        outcomes = self.service.batch_search(list(request.queries), convert.search_options(request),
-                                             deadline_of(context))
+    async def BatchSearch(self, request: pb.BatchSearchRequest,
+                          context: grpc.aio.ServicerContext) -> pb.BatchSearchResponse:
+        outcomes = await self.service.batch_search_async(list(request.queries), convert.search_options(request),
+                                                         deadline_of(context))
         return convert.batch_search_response(outcomes)
 
     def GetPassages(self, request: pb.GetPassagesRequest, context: grpc.ServicerContext) -> pb.GetPassagesResponse:

@@ -11,6 +11,7 @@ a job whose deadline has passed is dropped before it costs a forward pass.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -142,6 +143,23 @@ class MicroBatcher:
         remaining = deadline.remaining
         try:
             return future.result(timeout=None if remaining is None else max(remaining, 0.0) + 0.05)
+        except TimeoutError:
+            future.cancel()
+            raise DeadlineExceeded("deadline passed while waiting for the encoder") from None
+
+    async def encode_async(self, encoder: TextEncoder, texts: Sequence[str], deadline: Deadline | None = None,
+                           search: SearchSpec | None = None) -> EncodeResult:
+        """``encode`` for an event loop: the caller awaits instead of parking a thread.
+
+        Cancelling the awaiting task (the client went away) cancels the job too, so a job
+        nobody waits for any more is skipped before it costs a forward pass.
+        """
+        deadline = deadline or Deadline()
+        future = self.submit(encoder, texts, deadline, search)
+        remaining = deadline.remaining
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future),
+                                          timeout=None if remaining is None else max(remaining, 0.0) + 0.05)
         except TimeoutError:
             future.cancel()
             raise DeadlineExceeded("deadline passed while waiting for the encoder") from None

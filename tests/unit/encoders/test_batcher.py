@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -100,6 +101,55 @@ def test_expired_requests_are_not_encoded():
         with pytest.raises(DeadlineExceeded):
             late.result(5)
         assert all("late" not in b for b in enc.batches)
+    finally:
+        batcher.stop()
+
+
+def test_encode_async_awaits_the_worker_and_honours_the_deadline():
+    enc = CountingEncoder()
+    batcher = MicroBatcher(max_batch=8, max_wait_s=0.0, queue_size=8)
+
+    async def run():
+        ok = await batcher.encode_async(enc, ["a", "bbb"])
+        enc.gate.clear()  # hold the worker: the next job cannot finish before its deadline
+        blocker = batcher.submit(enc, ["first"])
+        await asyncio.sleep(0.05)  # the worker is now inside the first forward pass
+        with pytest.raises(DeadlineExceeded, match="waiting for the encoder"):
+            await batcher.encode_async(enc, ["late"], Deadline.after(0.05))
+        enc.gate.set()
+        return ok, blocker
+
+    try:
+        ok, blocker = asyncio.run(run())
+        assert ok.vectors[:, 0].tolist() == [1, 3]
+        blocker.result(5)
+        time.sleep(0.05)
+        assert all("late" not in b for b in enc.batches)
+    finally:
+        batcher.stop()
+
+
+def test_a_cancelled_async_wait_drops_its_job_before_encoding():
+    """The client went away while queued: its forward pass is never paid for."""
+    enc = CountingEncoder()
+    enc.gate.clear()
+    batcher = MicroBatcher(max_batch=1, max_wait_s=0.0, queue_size=8)
+
+    async def run():
+        blocker = batcher.submit(enc, ["first"])
+        await asyncio.sleep(0.05)  # the worker is now inside the first forward pass
+        waiting = asyncio.ensure_future(batcher.encode_async(enc, ["gone"]))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        enc.gate.set()
+        return await asyncio.wrap_future(blocker), await batcher.encode_async(enc, ["after"])
+
+    try:
+        first, after = asyncio.run(run())
+        assert first.vectors[0, 0] == 5 and after.vectors[0, 0] == 5
+        assert enc.batches == [["first"], ["after"]]
     finally:
         batcher.stop()
 
