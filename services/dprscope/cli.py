@@ -126,7 +126,8 @@ def _add_serve_flags(p: argparse.ArgumentParser, index_required: bool = True) ->
     limits.add_argument("--max-inflight", type=int, default=_env("MAX_INFLIGHT", S.DEFAULT_MAX_INFLIGHT, int),
                         help="concurrent requests per server before RESOURCE_EXHAUSTED [DPRSCOPE_MAX_INFLIGHT]")
     limits.add_argument("--grpc-workers", type=int, default=_env("GRPC_WORKERS", S.DEFAULT_GRPC_WORKERS, int),
-                        help="gRPC handler threads [DPRSCOPE_GRPC_WORKERS]")
+                        help="threads for blocking handlers (ModelAdmin, GetPassages, health); "
+                             "Search runs on the event loop [DPRSCOPE_GRPC_WORKERS]")
     limits.add_argument("--analysis-concurrency", type=int,
                         default=_env("ANALYSIS_CONCURRENCY", S.DEFAULT_ANALYSIS_CONCURRENCY, int),
                         help="analysis jobs running at once [DPRSCOPE_ANALYSIS_CONCURRENCY]")
