@@ -6,11 +6,11 @@ directly, one query at a time (no gRPC, no batching). The service runs as a sepa
 process, so the load costs the shared cores little and never shares a GIL with the service
 or with the floor.
 
-The host is shared and its speed drifts by 10-20 % within minutes, so concurrency 1 is
-measured in ``--rounds`` interleaved rounds (floor, service with a blocking client — how a
-synchronous pipeline calls — then service with the asyncio client), and each p50 / floor
-ratio is the median of the per-round ratios: a slow minute then slows both sides of a round.
-Concurrency 8 and 32 follow, against the floor's pooled QPS. Both sides first run every
+The host is shared and its speed drifts by 10-20 % within minutes, so everything is
+measured in ``--rounds`` interleaved rounds (floor; service at concurrency 1 with a blocking
+client — how a synchronous pipeline calls — and with the asyncio client; then concurrency 8
+and 32), and each ratio to the floor is the median of the per-round ratios: a slow minute
+then slows both sides of a round. Both sides first run every
 question once, so neither pays first-shape costs in the timed runs. The server-side columns
 are medians of the stage timings every SearchResponse carries; client p50 minus server
 total is what gRPC, the network stack and the client cost.
@@ -59,10 +59,10 @@ class Floor:
         self.index.close()
 
 
-def _service_row(name: str, c: int, report: dict, f50: float, floor_qps: float, ratio: float | None = None) -> list:
+def _service_row(name: str, c: int, report: dict, p50_ratio: float, qps_ratio: float) -> list:
     p50, p99 = percentiles(report["latencies_s"])
-    return [name, c, f"{p50:.2f}", f"{p99:.2f}", f"{report['qps']:.1f}", f"{(ratio or p50 / f50):.2f}",
-            f"{report['qps'] / floor_qps:.2f}", f"{report['total_ms']:.1f}", f"{report['queue_ms']:.1f}",
+    return [name, c, f"{p50:.2f}", f"{p99:.2f}", f"{report['qps']:.1f}", f"{p50_ratio:.2f}",
+            f"{qps_ratio:.2f}", f"{report['total_ms']:.1f}", f"{report['queue_ms']:.1f}",
             f"{report['encode_ms']:.1f} / {report['search_ms']:.1f} / {report['fetch_ms']:.1f}",
             f"{report['client_cpu_ms_per_request']:.2f}", report["failed"]]
 
@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=5000)
     parser.add_argument("--requests", type=int, default=300, help="requests per c=1 round; twice that at c=8/32")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved floor / c=1 rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of floor and service")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--index-dir", type=Path, default=ROOT / "out" / "bench-index")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
@@ -102,38 +102,39 @@ def main() -> None:
         run_load(port, 1, len(questions), args.k, len(questions), blocking=True)
         floor_samples: list[float] = []
         floor_qps: list[float] = []
-        blocking: list[dict] = []
-        asyncio_: list[dict] = []
-        ratios: dict[str, list[float]] = {"blocking": [], "asyncio": []}
+        setups = {"blocking": (1, True), "asyncio": (1, False), "c8": (8, False), "c32": (32, False)}
+        reports: dict[str, list[dict]] = {name: [] for name in setups}
+        p50_ratios: dict[str, list[float]] = {name: [] for name in setups}
+        qps_ratios: dict[str, list[float]] = {name: [] for name in setups}
         for _ in range(args.rounds):
             samples, qps = floor.run(timed)
             floor_samples += samples
             floor_qps.append(qps)
             round_f50 = percentiles(samples)[0]
-            for name, sink, is_blocking in (("blocking", blocking, True), ("asyncio", asyncio_, False)):
-                report = run_load(port, 1, len(timed), args.k, len(questions), blocking=is_blocking)
-                sink.append(report)
-                ratios[name].append(percentiles(report["latencies_s"])[0] / round_f50)
+            for name, (c, is_blocking) in setups.items():
+                total = len(timed) if c == 1 else len(timed) * 2
+                report = run_load(port, c, total, args.k, len(questions), blocking=is_blocking)
+                reports[name].append(report)
+                p50_ratios[name].append(percentiles(report["latencies_s"])[0] / round_f50)
+                qps_ratios[name].append(report["qps"] / qps)
         f50, f99 = percentiles(floor_samples)
         fqps = statistics.mean(floor_qps)
+        labels = {"blocking": "service c=1, blocking client", "asyncio": "service c=1, asyncio client",
+                  "c8": "service c=8", "c32": "service c=32"}
         rows = [["in-process floor (sequential)", 1, f"{f50:.2f}", f"{f99:.2f}", f"{fqps:.1f}", "1.00", "1.00",
-                 "-", "-", "-", "-", 0],
-                _service_row("service c=1, blocking client", 1, _pooled(blocking), f50, fqps,
-                             statistics.median(ratios["blocking"])),
-                _service_row("service c=1, asyncio client", 1, _pooled(asyncio_), f50, fqps,
-                             statistics.median(ratios["asyncio"]))]
-        for c in (8, 32):
-            rows.append(_service_row(f"service c={c}", c, run_load(port, c, args.requests * 2, args.k,
-                                                                    len(questions)), f50, fqps))
+                 "-", "-", "-", "-", 0]]
+        rows += [_service_row(labels[name], c, _pooled(reports[name]), statistics.median(p50_ratios[name]),
+                              statistics.median(qps_ratios[name])) for name, (c, _) in setups.items()]
     finally:
         proc.terminate()
         proc.wait(30)
         floor.close()
     print(f"\nindex: {args.passages} passages (flat, all-MiniLM-L6-v2, dim 384), top_k={args.k}, "
           f"backend {args.backend} ({args.quantize}), server env {server_env or 'unchanged'}; "
-          f"c=1 per-round p50 ratios: "
-          f"blocking {', '.join(f'{r:.2f}' for r in ratios['blocking'])}; "
-          f"asyncio {', '.join(f'{r:.2f}' for r in ratios['asyncio'])}\n")
+          f"per-round c=1 p50 ratios: "
+          f"blocking {', '.join(f'{r:.2f}' for r in p50_ratios['blocking'])}; "
+          f"asyncio {', '.join(f'{r:.2f}' for r in p50_ratios['asyncio'])}; "
+          f"per-round c=32 QPS ratios: {', '.join(f'{r:.2f}' for r in qps_ratios['c32'])}\n")
     print_table(["setup", "concurrency", "p50 ms", "p99 ms", "QPS", "p50 / floor p50", "QPS / floor QPS",
                  "server total ms", "server queue ms", "server encode / search / fetch ms", "client CPU ms/req",
                  "failed"], rows)
