@@ -187,8 +187,7 @@ def start(settings: Settings, *, metrics: Metrics | None = None, encoder: BiEnco
     registry.on_change(_metrics_listener(metrics, retriever_health))
 
     batcher = MicroBatcher(max_batch=settings.encode_max_batch, max_wait_s=settings.encode_max_wait_ms / 1e3,
-                           queue_size=settings.queue_size, observer=lambda s: (
-                               metrics.batch_size.observe(s.texts), metrics.batch_jobs.observe(s.jobs)))
+                           queue_size=settings.queue_size)
     metrics.queue_capacity.set(settings.queue_size)
     metrics.queue_depth.set_function(lambda: batcher.depth)
     retrieval = RetrievalService(registry, batcher, settings.limits, metrics)
@@ -232,6 +231,7 @@ def start(settings: Settings, *, metrics: Metrics | None = None, encoder: BiEnco
         # before any client does, and only then say SERVING. It is not client traffic, so it
         # goes through a metrics-less view of the same registry and batcher.
         _warm_up(RetrievalService(registry, batcher, settings.limits))
+        batcher.observer = lambda s: (metrics.batch_size.observe(s.texts), metrics.batch_jobs.observe(s.jobs))
     except BaseException:
         handle.stop(grace=0, drain=0)
         raise

@@ -236,7 +236,7 @@ def test_metrics_exposition(server, client):
 
 
 def test_warm_up_is_not_counted_as_client_traffic(start_server):
-    """The start-up warm-up runs ~34 searches; request and stage metrics start at zero anyway."""
+    """The start-up warm-up runs ~34 searches; request, stage and batch metrics start at zero anyway."""
     handle = start_server()
     body = urllib.request.urlopen(f"http://127.0.0.1:{handle.metrics_port}/metrics", timeout=5).read().decode()
     families = {f.name: f for f in text_string_to_metric_families(body)}
@@ -245,8 +245,11 @@ def test_warm_up_is_not_counted_as_client_traffic(start_server):
     assert sum(version_requests) == 0
     stage_counts = [s.value for s in families["dprscope_stage_duration_seconds"].samples if s.name.endswith("_count")]
     assert sum(stage_counts) == 0
+    for family in ("dprscope_encode_batch_size", "dprscope_encode_batch_requests"):
+        assert [s.value for s in families[family].samples if s.name.endswith("_count")] == [0], family
     with RetrieverClient(handle.target) as client:
         client.search("who wrote hamlet", top_k=3)
     body = urllib.request.urlopen(f"http://127.0.0.1:{handle.metrics_port}/metrics", timeout=5).read().decode()
     families = {f.name: f for f in text_string_to_metric_families(body)}
     assert sum(s.value for s in families["dprscope_model_version_requests"].samples if s.name.endswith("_total")) == 1
+    assert [s.value for s in families["dprscope_encode_batch_size"].samples if s.name.endswith("_count")] == [1]

@@ -104,7 +104,9 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self._carry: list[_Job] = []
-        self._observer = observer
+        # Settable later: the server attaches its metrics only after the start-up warm-up,
+        # so warm-up batches never show up in the batch-size histograms.
+        self.observer = observer
         self._stopped = threading.Event()
         self._last_jobs = 1
         self._active = False  # the worker holds a batch (gathering or encoding)
@@ -249,9 +251,9 @@ class MicroBatcher:
                 job.future.set_exception(result)
             else:
                 job.future.set_result(result)
-        if self._observer is not None:
+        if self.observer is not None:
             try:
-                self._observer(BatchStats(len(batch), len(texts), encode_s))
+                self.observer(BatchStats(len(batch), len(texts), encode_s))
             except Exception:
                 log.exception("batch observer failed")
 
