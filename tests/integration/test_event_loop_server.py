@@ -16,7 +16,7 @@ import pytest
 
 from dprscope.v1 import retrieval_pb2 as pb
 from dprscope.v1 import retrieval_pb2_grpc as pb_grpc
-from dprscope_client import RetrieverClient
+from dprscope_client import RetrieverClient, RetrieverError
 
 
 def _sample(handle, name: str, **labels: str) -> float:
@@ -59,3 +59,24 @@ def test_stopping_twice_is_harmless_and_the_port_is_released(start_server):
     assert handle.grpc_server.wait_for_termination(1)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_an_unexpected_failure_is_internal_without_details_and_the_server_keeps_serving(start_server):
+    """A fault outside dprscope's error tree (here the passage database going away under the
+    server) reaches the caller as INTERNAL with a generic message, is counted, and leaves the
+    server up."""
+    handle = start_server()
+    with RetrieverClient(handle.target, timeout=30, retry_reads=False) as client:
+        client.search("who wrote hamlet", top_k=1)  # the encoder thread has its store connection now
+        store = handle.registry.get(handle.registry.active_name).index.store
+        for conn in list(store._all_conns):  # a fault injected below dprscope's own checks
+            conn.close()
+        with pytest.raises(RetrieverError) as err:
+            client.search("who wrote hamlet", top_k=1)
+        assert err.value.code == grpc.StatusCode.INTERNAL
+        message = str(err.value).lower()
+        assert "internal error" in message and "database" not in message and "sqlite" not in message
+        assert client.health() == "SERVING"
+        assert client.index_info().passages > 0
+    assert _sample(handle, "dprscope_requests_total", method="Search", code="INTERNAL") == 1
+    assert _sample(handle, "dprscope_inflight_requests", server="retrieval") == 0
