@@ -29,7 +29,10 @@ def test_a_call_the_client_cancels_is_counted_and_frees_its_slot(start_server, n
     with grpc.insecure_channel(handle.target) as channel:
         stub = pb_grpc.RetrieverStub(channel)
         call = stub.BatchSearch.future(pb.BatchSearchRequest(queries=(questions * 8)[:256], top_k=3), timeout=60)
-        time.sleep(0.2)  # in the server now, waiting for the encoder
+        deadline = time.monotonic() + 30
+        while _sample(handle, "dprscope_inflight_requests", server="retrieval") < 1:  # in the server now
+            assert time.monotonic() < deadline and not call.done(), "the call never reached the server"
+            time.sleep(0.01)
         assert call.cancel()
     deadline = time.monotonic() + 30
     while _sample(handle, "dprscope_requests_total", method="BatchSearch", code="CANCELLED") < 1:
