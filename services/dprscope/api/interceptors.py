@@ -219,7 +219,7 @@ class AsyncServingInterceptor(_Serving, grpc.aio.ServerInterceptor):
                 code = self._fail(method, exc, context)
                 if isinstance(exc, DprscopeError):
                     await context.abort(code, _clip(str(exc)))
-                if code == grpc.StatusCode.INTERNAL:
+                if code == grpc.StatusCode.INTERNAL and _code_of(context) in (None, grpc.StatusCode.OK):
                     await context.abort(code, INTERNAL_MESSAGE)
                 raise
             finally:

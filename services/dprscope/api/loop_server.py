@@ -85,7 +85,7 @@ class LoopServer:
             finally:
                 self._loop.call_soon(self._loop.stop)
 
-        def finish(_: futures.Future) -> None:
+        def finish() -> None:
             self._thread.join()
             self._loop.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -95,7 +95,7 @@ class LoopServer:
             self._terminated.set()
             return self._terminated
         asyncio.run_coroutine_threadsafe(stop_server(), self._loop).add_done_callback(
-            lambda f: threading.Thread(target=finish, args=(f,), name="dprscope-grpc-stop", daemon=True).start())
+            lambda _: threading.Thread(target=finish, name="dprscope-grpc-stop", daemon=True).start())
         return self._terminated
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:

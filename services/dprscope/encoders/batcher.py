@@ -34,6 +34,13 @@ DEFAULT_MAX_WAIT_S = 0.002
 DEFAULT_QUEUE_SIZE = 256
 
 
+def _wait_limit(deadline: Deadline) -> float | None:
+    """How long ``encode`` and ``encode_async`` wait for a job: until the deadline, plus 50 ms of
+    slack so a result finishing right at the deadline is still delivered (None: no deadline)."""
+    remaining = deadline.remaining
+    return None if remaining is None else max(remaining, 0.0) + 0.05
+
+
 @dataclass(frozen=True)
 class BatchStats:
     """What one encode batch cost; handed to an observer (metrics) after each batch."""
@@ -142,9 +149,8 @@ class MicroBatcher:
         """Submit and wait, honouring the deadline while waiting."""
         deadline = deadline or Deadline()
         future = self.submit(encoder, texts, deadline, search)
-        remaining = deadline.remaining
         try:
-            return future.result(timeout=None if remaining is None else max(remaining, 0.0) + 0.05)
+            return future.result(timeout=_wait_limit(deadline))
         except TimeoutError:
             future.cancel()
             raise DeadlineExceeded("deadline passed while waiting for the encoder") from None
@@ -158,10 +164,8 @@ class MicroBatcher:
         """
         deadline = deadline or Deadline()
         future = self.submit(encoder, texts, deadline, search)
-        remaining = deadline.remaining
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future),
-                                          timeout=None if remaining is None else max(remaining, 0.0) + 0.05)
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=_wait_limit(deadline))
         except TimeoutError:
             future.cancel()
             raise DeadlineExceeded("deadline passed while waiting for the encoder") from None
