@@ -56,9 +56,11 @@ class DeviceTextEncoder(TextEncoder):
                          backbone=source.backbone, name=source.name)
         self.device = torch.device(device)
 
+    def prepare(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in features.items()}
+
     def forward_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        moved = {k: v.to(self.device, non_blocking=True) for k, v in features.items()}
-        return super().forward_features(moved)
+        return super().forward_features(self.prepare(features))
 
 
 def bi_encoder_on_device(bi: BiEncoder, device: str = DEFAULT_DEVICE) -> BiEncoder:

@@ -56,6 +56,15 @@ class AutocastTextEncoder(TextEncoder):
             vectors = self.source.forward_features(features)
         return vectors.float()
 
+    def infer(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16):
+            vectors = self.source.infer(features)
+        return vectors.float()
+
+    @property
+    def uses_packed_forward(self) -> bool:
+        return self.source.uses_packed_forward
+
 
 def bi_encoder_bf16(bi: BiEncoder, device: str) -> BiEncoder:
     """``bi`` computing in bf16 on ``device`` (already placed there), or ``bi`` itself where

@@ -300,6 +300,10 @@ class OnnxTextEncoder(TextEncoder):
     def fingerprint(self) -> str:  # type: ignore[override]
         return self.torch_encoder.fingerprint
 
+    @property
+    def uses_packed_forward(self) -> bool:
+        return False  # the session runs its own graph
+
     def tokenize_numpy(self, texts: Sequence[str], titles: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Tokenize straight to int64 numpy, as the session wants it."""
         cfg = self.config
