@@ -214,3 +214,41 @@ def test_finish_runs_on_the_encoder_thread_per_job():
         assert plain.result(5).finished is None and plain.result(5).rows.shape == (1, 1)
     finally:
         batcher.stop()
+
+
+def _prime(batcher: MicroBatcher, enc: CountingEncoder, jobs: int) -> None:
+    """Leave one batch of ``jobs`` requests in the batcher's recent history (concurrent load)."""
+    enc.gate.clear()
+    futures = [batcher.submit(enc, [f"primer {i}"]) for i in range(jobs)]
+    enc.gate.set()
+    for f in futures:
+        f.result(5)
+    enc.batches.clear()
+
+
+def test_a_lone_caller_never_waits_for_company():
+    enc = CountingEncoder()
+    batcher = MicroBatcher(max_batch=64, max_wait_s=2.0, queue_size=64)
+    try:
+        for i in range(5):
+            started = time.perf_counter()
+            batcher.encode(enc, [f"q{i}"])
+            assert time.perf_counter() - started < 1.0  # far below the 2 s it would wait under load
+        assert enc.batches == [[f"q{i}"] for i in range(5)]
+    finally:
+        batcher.stop()
+
+
+def test_the_wait_for_company_ends_at_max_wait():
+    enc = CountingEncoder()
+    batcher = MicroBatcher(max_batch=64, max_wait_s=0.2, queue_size=64)
+    try:
+        _prime(batcher, enc, 4)
+        started = time.perf_counter()
+        batcher.encode(enc, ["alone"])  # the last batch was shared, but nobody else comes
+        waited = time.perf_counter() - started
+        assert waited >= 0.18
+        assert enc.batches == [["alone"]]
+    finally:
+        batcher.stop()
+
