@@ -101,8 +101,8 @@ class PackedBertForward:
         for layer in self.bert.encoder.layer:
             attention = layer.attention.self
             heads, head_size = attention.num_attention_heads, attention.attention_head_size
-            query, key, value = (layout.heads(projection(hidden), heads, head_size)
-                                 for projection in (attention.query, attention.key, attention.value))
+            query, key, value = layout.heads([attention.query(hidden), attention.key(hidden),
+                                              attention.value(hidden)], heads, head_size)
             context = scaled_dot_product_attention(query, key, value, attn_mask=layout.attend,
                                                    scale=getattr(attention, "scaling", head_size ** -0.5))
             attended = layer.attention.output(layout.merge_heads(context), hidden)
@@ -125,6 +125,9 @@ class _Layout:
             self.attend: torch.Tensor | None = attention_mask.bool()[:, None, None, :]
         else:
             self.keep, self.attend = None, None
+        # One zeroed padded buffer for the attention inputs of every layer: only real-token
+        # rows are ever written, so padding rows stay zero without re-zeroing per layer.
+        self._attention_inputs: torch.Tensor | None = None
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
         rows = padded.reshape(self.batch * self.length, padded.shape[-1])
@@ -137,9 +140,23 @@ class _Layout:
         full.index_copy_(0, self.keep, rows)
         return full.view(self.batch, self.length, rows.shape[-1])
 
-    def heads(self, rows: torch.Tensor, heads: int, head_size: int) -> torch.Tensor:
-        """Packed ``[tokens, heads * size]`` -> padded ``[batch, heads, length, size]`` for attention."""
-        return self.unpack(rows).view(self.batch, self.length, heads, head_size).transpose(1, 2)
+    def heads(self, projections: list[torch.Tensor], heads: int, head_size: int) -> list[torch.Tensor]:
+        """Packed ``[tokens, heads * size]`` projections -> padded ``[batch, heads, length, size]`` each.
+
+        The views share one buffer that the next layer overwrites: use them before that.
+        """
+        width = heads * head_size
+        if self.keep is None:
+            return [p.view(self.batch, self.length, heads, head_size).transpose(1, 2) for p in projections]
+        shape = (self.batch * self.length, len(projections), width)
+        first = projections[0]
+        if self._attention_inputs is None or self._attention_inputs.shape != shape:
+            self._attention_inputs = first.new_zeros(shape)
+        buffer = self._attention_inputs
+        for i, rows in enumerate(projections):
+            buffer[:, i].index_copy_(0, self.keep, rows)
+        return [buffer[:, i].view(self.batch, self.length, heads, head_size).transpose(1, 2)
+                for i in range(len(projections))]
 
     def merge_heads(self, context: torch.Tensor) -> torch.Tensor:
         """Attention's ``[batch, heads, length, size]`` -> packed ``[tokens, heads * size]``."""
