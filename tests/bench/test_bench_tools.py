@@ -54,3 +54,17 @@ def test_index_scale_runs_end_to_end_on_a_small_set(tmp_path):
     assert len(rows) == 2, out.stdout
     recalls = {r.split("|")[1].strip(): float(r.split("|")[3]) for r in rows}
     assert recalls["ivfpq+ref"] >= recalls["ivfpq"] and recalls["ivfpq+ref"] >= 0.8, recalls
+
+
+def test_packed_forward_bench_times_every_case_and_checks_agreement():
+    """One round, two calls per path: every case gets a row, and the agreement row is tiny."""
+    shared_data_dir()
+    out = subprocess.run([sys.executable, str(BENCH / "packed_forward.py"), "--rounds", "1", "--repeats", "2"],
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in out.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| case")}
+    for case in ("queries, batch 1", "queries, batch 8", "queries, batch 32", "passages, batch 32"):
+        library_ms, packed_ms = float(rows[case][0]), float(rows[case][1])
+        assert library_ms > 0 and packed_ms > 0, rows[case]
+    assert float(rows["max abs difference of the vectors, packed vs library (32 queries)"][0]) <= 1e-5
