@@ -141,6 +141,12 @@ def _add_serve_flags(p: argparse.ArgumentParser, index_required: bool = True) ->
                         default=_env("GIL_SWITCH_MS", S.DEFAULT_GIL_SWITCH_MS, float),
                         help="Python GIL switch interval of the serving process; shorter lets the encoder "
                              "thread run between request threads sooner [DPRSCOPE_GIL_SWITCH_MS]")
+    limits.add_argument("--omp-spincount", type=int,
+                        default=_env("OMP_SPINCOUNT", S.DEFAULT_OMP_SPINCOUNT, int),
+                        help="spin-wait iterations before an idle OpenMP worker of the encoder sleeps "
+                             "(GOMP_SPINCOUNT; 3,000,000 is ~80 ms here): keeps the worker awake between "
+                             "requests; 0 leaves the OpenMP default; a GOMP_SPINCOUNT or OMP_WAIT_POLICY "
+                             "already in the environment wins [DPRSCOPE_OMP_SPINCOUNT]")
     limits.add_argument("--drain-seconds", type=float, default=_env("DRAIN_SECONDS", S.DEFAULT_DRAIN_S, float),
                         help="NOT_SERVING time before stopping on SIGTERM [DPRSCOPE_DRAIN_SECONDS]")
     limits.add_argument("--grace-seconds", type=float, default=_env("GRACE_SECONDS", S.DEFAULT_GRACE_S, float),
@@ -171,8 +177,39 @@ def settings_from_args(args: argparse.Namespace, index_dir: Path | None = None) 
         tls_client_ca=args.tls_client_ca, reindex_dir=args.reindex_dir)
 
 
+def apply_omp_spincount(spincount: int) -> str | None:
+    """Set libgomp's spin count for this process, before torch (and faiss) load libgomp.
+
+    Why: between two requests the encoder's OpenMP worker spins for libgomp's default
+    300,000 iterations (~9 ms here) and then sleeps. A Search at concurrency 1 comes back
+    after about that long (search, reply, the client's next call), so the next forward pass
+    often starts by waking a sleeping worker — and on a shared VM a vCPU that went idle
+    can take milliseconds to get back. 3,000,000 (~80 ms) keeps it awake between requests
+    and lets it sleep soon after traffic stops (Intel's OpenMP waits 200 ms by default).
+    The cost is CPU: under sparse traffic one core spins up to that long after each request.
+
+    Returns the value now in effect, or None where this left libgomp's default alone.
+    """
+    if spincount < 0:
+        from dprscope.errors import InvalidArgument
+
+        raise InvalidArgument(f"--omp-spincount must be >= 0, got {spincount}")
+    explicit = {k: os.environ[k] for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if k in os.environ}
+    if explicit:
+        log.info("OpenMP spinning as set in the environment (%s); --omp-spincount not applied", explicit)
+        return os.environ.get("GOMP_SPINCOUNT")
+    if spincount == 0:
+        return None
+    if "torch" in sys.modules or "faiss" in sys.modules:
+        log.warning("--omp-spincount %d not applied: OpenMP is already loaded in this process", spincount)
+        return None
+    os.environ["GOMP_SPINCOUNT"] = str(spincount)
+    return os.environ["GOMP_SPINCOUNT"]
+
+
 # --- commands -------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
+    apply_omp_spincount(args.omp_spincount)
     from dprscope.server import serve
 
     return serve(settings_from_args(args))
@@ -269,6 +306,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    apply_omp_spincount(args.omp_spincount)
     from dprscope.demo import DEMO_SPLIT_WORDS, write_demo_corpus
     from dprscope.server import serve
 

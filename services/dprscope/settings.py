@@ -36,6 +36,9 @@ DEFAULT_ANALYSIS_QUEUE = 4
 # threads running Python it could wait up to the full interval each time. At 1 ms the
 # bench measured c=1 p50 25.1 -> 22.8 ms and c=32 135 -> 155 QPS; 0.2 ms gained nothing more.
 DEFAULT_GIL_SWITCH_MS = 1.0
+# libgomp spin-wait iterations before an idle OpenMP worker sleeps (~80 ms on the 2-vCPU
+# dev host; libgomp's own default, 300,000, is ~9 ms). Applied by the CLI before torch loads.
+DEFAULT_OMP_SPINCOUNT = 3_000_000
 DEFAULT_ANALYSIS_YIELD = True  # analysis runs niced and waits between chunks while Search is busy
 DEFAULT_KEEP_PREVIOUS = 2
 DEFAULT_BACKEND = "torch"
