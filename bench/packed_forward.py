@@ -13,6 +13,7 @@ it in ``dprscope serve``. Rows: real NQ questions at the batch sizes the micro-b
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import statistics
 import sys
@@ -49,10 +50,9 @@ def run(rounds: int, repeats: int) -> list[list[object]]:
     rng = random.Random(0)
     cases: dict[str, Callable[[], object]] = {}
     for size in (1, 8, 32):
-        batches = [rng.sample(questions, size) for _ in range(repeats + 1)]
-        cursor = iter(range(10**9))
+        batches = itertools.cycle([rng.sample(questions, size) for _ in range(repeats + 1)])
         cases[f"queries, batch {size}"] = (
-            lambda b=batches, c=cursor: bi.encode_queries(b[next(c) % len(b)], batch_size=len(b[0])))
+            lambda b=batches, n=size: bi.encode_queries(next(b), batch_size=n))
     rows = rng.sample(passages, 32)
     cases["passages, batch 32"] = lambda: bi.encode_passages([r[2] for r in rows], [r[1] for r in rows],
                                                              batch_size=32)
@@ -68,7 +68,8 @@ def run(rounds: int, repeats: int) -> list[list[object]]:
                 times[name][packed].append(measured[packed])
             ratios[name].append(measured[False] / measured[True])
     encoder.packed_forward_enabled = True
-    agreement = float(np.abs(_both(bi, questions[:32], flag=True) - _both(bi, questions[:32], flag=False)).max())
+    agreement = float(np.abs(_encode_queries_with(bi, questions[:32], packed=True)
+                             - _encode_queries_with(bi, questions[:32], packed=False)).max())
     table = [[name, f"{statistics.median(times[name][False]):.2f}", f"{statistics.median(times[name][True]):.2f}",
               f"{statistics.median(ratios[name]):.2f}", ", ".join(f"{r:.2f}" for r in ratios[name])]
              for name in cases]
@@ -76,8 +77,8 @@ def run(rounds: int, repeats: int) -> list[list[object]]:
     return table
 
 
-def _both(bi, texts: list[str], flag: bool) -> np.ndarray:
-    bi.query.packed_forward_enabled = flag
+def _encode_queries_with(bi, texts: list[str], packed: bool) -> np.ndarray:
+    bi.query.packed_forward_enabled = packed
     try:
         return bi.encode_queries(texts, batch_size=len(texts))
     finally:

@@ -61,7 +61,7 @@ def test_default_model_queries_and_passages_match_the_library_forward(encoder):
     np.testing.assert_allclose(packed_q, encoder.encode_queries(QUERIES), atol=1e-5)
 
 
-def test_one_unpadded_query_takes_the_packed_path_too(encoder):
+def test_one_unpadded_query_takes_the_packed_path_too():
     from dprscope.encoders.loading import default_model_dir, load_sentence_transformers_dir
 
     fresh = load_sentence_transformers_dir(default_model_dir())
