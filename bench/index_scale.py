@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import faiss
 from _common import PSGS, ROOT, nq_questions, print_table
 
-faiss.cvar.distance_compute_blas_threshold = 20  # STACK-NOTES: the 1.15.1 default keeps batches off BLAS
+from dprscope.index.vector_index import blas_threshold
 
 log = logging.getLogger("bench.index_scale")
 
@@ -131,6 +131,8 @@ def run(args: argparse.Namespace) -> list[list[object]]:
     base = base_embeddings(args.base)
     xq = query_embeddings(args.queries)
     n, dim = args.n, base.shape[1]
+    # what the service sets (the 1.15.1 default keeps batches off BLAS; see vector_index.blas_threshold)
+    faiss.cvar.distance_compute_blas_threshold = blas_threshold(dim)
     k = 10
     rows: list[list[object]] = []
     print(f"# N={n} dim={dim} queries={len(xq)} base passages={len(base)} noise={NOISE}; "

@@ -68,3 +68,17 @@ def test_packed_forward_bench_times_every_case_and_checks_agreement():
         library_ms, packed_ms = float(rows[case][0]), float(rows[case][1])
         assert library_ms > 0 and packed_ms > 0, rows[case]
     assert float(rows["max abs difference of the vectors, packed vs library (32 queries)"][0]) <= 1e-5
+
+
+def test_flat_search_bench_times_every_setting_for_every_cell():
+    """One small round: a row per (size, batch) with a time for each threshold and their ratios."""
+    out = subprocess.run([sys.executable, str(BENCH / "flat_search.py"), "--sizes", "300", "--batches", "1", "4",
+                          "--rounds", "1", "--repeats", "2"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| 300")]
+    assert [int(r[1]) for r in rows] == [1, 4], out.stdout
+    for row in rows:
+        times = [float(c) for c in row[2:5]]
+        assert all(t > 0 for t in times), row
+        assert all(c.strip().endswith("x") for c in row[5:]), row

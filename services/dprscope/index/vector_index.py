@@ -25,9 +25,27 @@ from dprscope.jobs import ProgressFn, ProgressTicker
 
 log = logging.getLogger(__name__)
 
-# faiss 1.15.1 ships with a threshold of 128000, which keeps batched flat search off BLAS
-# (8x slower for a batch of 64); see STACK-NOTES.md.
-faiss.cvar.distance_compute_blas_threshold = 20
+# Exhaustive search (flat indexes, IVF's coarse quantizer) scans row by row with SIMD for a few
+# queries and switches to BLAS matrix blocks for more. On 2 cores, 1 thread (bench/flat_search.py):
+# one query over 5,000 x 384 takes 0.46 ms scanned and 2.0-3.0 ms through BLAS, and over 200k x 384
+# 40 ms against 90 ms; from 3 queries on BLAS wins at 200k (nq 4: 97 against 170 ms), and a batch
+# of 64 scanned takes 5x as long. So the first BLAS_MIN_QUERIES - 1 queries are scanned.
+BLAS_MIN_QUERIES = 3
+
+
+def _faiss_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in faiss.__version__.split(".")[:2] if part.isdigit())
+
+
+def blas_threshold(dim: int, version: tuple[int, ...] | None = None) -> int:
+    """``distance_compute_blas_threshold`` that sends ``BLAS_MIN_QUERIES`` queries of ``dim`` to BLAS.
+
+    faiss up to 1.13 compares the number of queries with it (default 20). From 1.14 it compares
+    queries x dim (default 128000: 333 queries at 384-d, so batched search never used BLAS), and
+    a query count set there (20) sent even a single query through BLAS, 4-6x slower.
+    """
+    counts_elements = (version or _faiss_version()) >= (1, 14)
+    return BLAS_MIN_QUERIES * dim if counts_elements else BLAS_MIN_QUERIES
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 # Not a FAISS type: asks for the type that suits the corpus size (``resolve_index_type``).
@@ -168,6 +186,7 @@ class VectorIndex:
         self.metric = metric
         self.params = dict(params)
         self._cpu_twin = cpu_twin
+        self._blas_threshold = blas_threshold(self.dim)
         self._exact_index: faiss.Index | None = None
         self._refine: bool = False
         top = _downcast(index)
@@ -246,6 +265,10 @@ class VectorIndex:
             raise DimensionMismatch(f"query vectors have dim {q.shape[1]}, the index has dim {self.dim}")
         if self._cpu_twin is not None and self._beyond_gpu_limits(int(k), params):
             return self._cpu_twin.search(q, int(k), params)
+        # A process-wide setting, written before each search because indexes of different widths
+        # can serve side by side. A concurrent search of another width can only make this one take
+        # the slower of two exact paths (their scores agree to float rounding).
+        faiss.cvar.distance_compute_blas_threshold = self._blas_threshold
         with _omp_threads(self._search_threads(q.shape[0])):
             scores, rows = self._search(q, int(k), params)
         return scores.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)

@@ -229,6 +229,49 @@ def test_small_searches_stay_on_the_calling_thread(data, indexes, monkeypatch):
     np.testing.assert_allclose(one_scores[0], all_scores[0], rtol=1e-6)
 
 
+def test_blas_threshold_follows_the_faiss_version():
+    """faiss >= 1.14 compares queries x dim with the threshold, older versions the query count."""
+    from dprscope.index.vector_index import BLAS_MIN_QUERIES, blas_threshold
+
+    assert blas_threshold(384, (1, 15)) == BLAS_MIN_QUERIES * 384
+    assert blas_threshold(768, (1, 14)) == BLAS_MIN_QUERIES * 768
+    assert blas_threshold(768, (1, 13)) == BLAS_MIN_QUERIES
+    # below BLAS_MIN_QUERIES the scan is chosen, at it BLAS, under either reading
+    for version in ((1, 13), (1, 15)):
+        per_query = 384 if version >= (1, 14) else 1
+        assert (BLAS_MIN_QUERIES - 1) * per_query < blas_threshold(384, version) <= BLAS_MIN_QUERIES * per_query
+
+
+@pytest.mark.parametrize("nq", [1, 2, 3, 5])
+def test_flat_search_runs_under_its_own_width_threshold_and_stays_exact(data, nq, monkeypatch):
+    """Each index sets the process-wide threshold for its width just before its search."""
+    import faiss
+
+    from dprscope.index.vector_index import blas_threshold
+
+    x, q = data
+    narrow = VectorIndex(faiss.IndexFlatIP(DIM), "flat", {})
+    narrow._index.add(x)
+    wide = VectorIndex(faiss.IndexFlatIP(2 * DIM), "flat", {})
+    wide._index.add(np.hstack([x, x]) / np.sqrt(2))
+    seen: list[int] = []
+    for index in (wide, narrow):
+        real_search = index._index.search
+
+        def spy(*args, _real=real_search, **kwargs):
+            seen.append(int(faiss.cvar.distance_compute_blas_threshold))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(index._index, "search", spy, raising=False)
+    _, wide_rows = wide.search(np.hstack([q[:nq], q[:nq]]) / np.sqrt(2), 10)
+    scores, rows = narrow.search(q[:nq], 10)
+    assert seen == [blas_threshold(2 * DIM), blas_threshold(DIM)]
+    truth = q[:nq] @ x.T
+    assert _recall(rows, np.argsort(-truth, axis=1)[:, :10]) == 1.0
+    np.testing.assert_allclose(scores, -np.sort(-truth, axis=1)[:, :10], rtol=1e-5, atol=1e-6)
+    assert _recall(wide_rows, rows) == 1.0
+
+
 _LOAD_AND_MEASURE = """
 import json, sys
 import numpy as np
