@@ -44,6 +44,10 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.batch_jobs = Histogram("dprscope_encode_batch_requests", "Requests sharing one forward pass.",
                                     buckets=BATCH_BUCKETS, registry=r)
+        # Per batch, not per request: its rate of sum is the encoder's busy fraction (1.0 = saturated),
+        # which per-request stage times cannot show.
+        self.batch_encode = Histogram("dprscope_encode_batch_seconds", "Wall time of one query-encoder forward pass.",
+                                      buckets=LATENCY_BUCKETS_S, registry=r)
         self.inflight = Gauge("dprscope_inflight_requests", "Requests being handled now.", ["server"],
                               registry=r)
         self.queue_depth = Gauge("dprscope_encode_queue_depth", "Encode jobs waiting for the encoder.",

@@ -231,7 +231,8 @@ def start(settings: Settings, *, metrics: Metrics | None = None, encoder: BiEnco
         # before any client does, and only then say SERVING. It is not client traffic, so it
         # goes through a metrics-less view of the same registry and batcher.
         _warm_up(RetrievalService(registry, batcher, settings.limits))
-        batcher.observer = lambda s: (metrics.batch_size.observe(s.texts), metrics.batch_jobs.observe(s.jobs))
+        batcher.observer = lambda s: (metrics.batch_size.observe(s.texts), metrics.batch_jobs.observe(s.jobs),
+                                      metrics.batch_encode.observe(s.encode_s))
     except BaseException:
         handle.stop(grace=0, drain=0)
         raise

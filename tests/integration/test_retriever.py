@@ -245,7 +245,7 @@ def test_warm_up_is_not_counted_as_client_traffic(start_server):
     assert sum(version_requests) == 0
     stage_counts = [s.value for s in families["dprscope_stage_duration_seconds"].samples if s.name.endswith("_count")]
     assert sum(stage_counts) == 0
-    for family in ("dprscope_encode_batch_size", "dprscope_encode_batch_requests"):
+    for family in ("dprscope_encode_batch_size", "dprscope_encode_batch_requests", "dprscope_encode_batch_seconds"):
         assert [s.value for s in families[family].samples if s.name.endswith("_count")] == [0], family
     with RetrieverClient(handle.target) as client:
         client.search("who wrote hamlet", top_k=3)
@@ -253,3 +253,6 @@ def test_warm_up_is_not_counted_as_client_traffic(start_server):
     families = {f.name: f for f in text_string_to_metric_families(body)}
     assert sum(s.value for s in families["dprscope_model_version_requests"].samples if s.name.endswith("_total")) == 1
     assert [s.value for s in families["dprscope_encode_batch_size"].samples if s.name.endswith("_count")] == [1]
+    encode_s = {s.name: s.value for s in families["dprscope_encode_batch_seconds"].samples}
+    assert encode_s["dprscope_encode_batch_seconds_count"] == 1
+    assert 0 < encode_s["dprscope_encode_batch_seconds_sum"] < 60
