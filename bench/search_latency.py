@@ -13,7 +13,9 @@ and 32), and each ratio to the floor is the median of the per-round ratios: a sl
 then slows both sides of a round. Both sides first run every
 question once, so neither pays first-shape costs in the timed runs. The server-side columns
 are medians of the stage timings every SearchResponse carries; client p50 minus server
-total is what gRPC, the network stack and the client cost.
+total is what gRPC, the network stack and the client cost. "queries per forward pass" and
+"encoder busy" (forward-pass seconds per second) come from the server's
+``dprscope_encode_batch_*`` metrics, read at both ends of each timed window.
 
     python bench/search_latency.py [--passages 5000] [--requests 300] [--rounds 3]
 
@@ -28,7 +30,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import ROOT, ensure_index, nq_questions, percentiles, print_table, start_server_process
+from _common import ROOT, ensure_index, free_port, nq_questions, percentiles, print_table, start_server_process
 from load_client import run_load
 
 from dprscope.encoders.runtime import build_encoder
@@ -64,14 +66,17 @@ def _service_row(name: str, c: int, report: dict, p50_ratio: float, qps_ratio: f
     return [name, c, f"{p50:.2f}", f"{p99:.2f}", f"{report['qps']:.1f}", f"{p50_ratio:.2f}",
             f"{qps_ratio:.2f}", f"{report['total_ms']:.1f}", f"{report['queue_ms']:.1f}",
             f"{report['encode_ms']:.1f} / {report['search_ms']:.1f} / {report['fetch_ms']:.1f}",
-            f"{report['client_cpu_ms_per_request']:.2f}", report["failed"]]
+            f"{report['client_cpu_ms_per_request']:.2f}", f"{report.get('mean_batch', 0):.1f}",
+            f"{report.get('encoder_busy', 0):.2f}", report["failed"]]
 
 
 def _pooled(reports: list[dict]) -> dict:
     pooled = {"latencies_s": [x for r in reports for x in r["latencies_s"]],
               "qps": statistics.mean(r["qps"] for r in reports), "failed": sum(r["failed"] for r in reports)}
-    for key in ("total_ms", "queue_ms", "encode_ms", "search_ms", "fetch_ms", "client_cpu_ms_per_request"):
-        pooled[key] = statistics.median(r[key] for r in reports)
+    for key in ("total_ms", "queue_ms", "encode_ms", "search_ms", "fetch_ms", "client_cpu_ms_per_request",
+                "mean_batch", "encoder_busy"):
+        if all(key in r for r in reports):
+            pooled[key] = statistics.median(r[key] for r in reports)
     return pooled
 
 
@@ -95,8 +100,9 @@ def main() -> None:
     timed = questions[: args.requests]
     quantize = None if args.quantize == "none" else args.quantize
     floor = Floor(index_dir, args.k, args.backend, quantize)
+    metrics_port = free_port()
     proc, port = start_server_process(index_dir, "--backend", args.backend, "--quantize", args.quantize,
-                                      env_overrides=server_env)
+                                      "--metrics-port", str(metrics_port), env_overrides=server_env)
     try:
         floor.run(questions)  # warm-up: every query shape once, on both sides
         run_load(port, 1, len(questions), args.k, len(questions), blocking=True)
@@ -113,7 +119,8 @@ def main() -> None:
             round_f50 = percentiles(samples)[0]
             for name, (c, is_blocking) in setups.items():
                 total = len(timed) if c == 1 else len(timed) * 2
-                report = run_load(port, c, total, args.k, len(questions), blocking=is_blocking)
+                report = run_load(port, c, total, args.k, len(questions), blocking=is_blocking,
+                                  metrics_port=metrics_port)
                 reports[name].append(report)
                 p50_ratios[name].append(percentiles(report["latencies_s"])[0] / round_f50)
                 qps_ratios[name].append(report["qps"] / qps)
@@ -122,7 +129,7 @@ def main() -> None:
         labels = {"blocking": "service c=1, blocking client", "asyncio": "service c=1, asyncio client",
                   "c8": "service c=8", "c32": "service c=32"}
         rows = [["in-process floor (sequential)", 1, f"{f50:.2f}", f"{f99:.2f}", f"{fqps:.1f}", "1.00", "1.00",
-                 "-", "-", "-", "-", 0]]
+                 "-", "-", "-", "-", "-", "-", 0]]
         rows += [_service_row(labels[name], c, _pooled(reports[name]), statistics.median(p50_ratios[name]),
                               statistics.median(qps_ratios[name])) for name, (c, _) in setups.items()]
     finally:
@@ -137,7 +144,7 @@ def main() -> None:
           f"per-round c=32 QPS ratios: {', '.join(f'{r:.2f}' for r in qps_ratios['c32'])}\n")
     print_table(["setup", "concurrency", "p50 ms", "p99 ms", "QPS", "p50 / floor p50", "QPS / floor QPS",
                  "server total ms", "server queue ms", "server encode / search / fetch ms", "client CPU ms/req",
-                 "failed"], rows)
+                 "queries per forward pass", "encoder busy", "failed"], rows)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,22 @@ def test_load_client_reports_latencies_and_server_stages(server, load_client, co
     assert all(0 < s < 60 for s in report["latencies_s"]) and report["qps"] > 0
     assert report["encode_ms"] > 0 and report["total_ms"] >= report["encode_ms"]
     assert report["client_cpu_ms_per_request"] > 0
+    assert "mean_batch" not in report  # no metrics port given
+
+
+@pytest.mark.parametrize(("concurrency", "blocking"), [(1, True), (4, False)])
+def test_load_client_reads_the_servers_encoder_figures_for_the_timed_window(server, load_client, concurrency,
+                                                                            blocking):
+    """The slot warm-up's one-query batches stay outside the window the figures cover."""
+    shared_data_dir()
+    report = load_client.run_load(server.port, concurrency, 16, k=5, questions=8, blocking=blocking,
+                                  metrics_port=server.metrics_port)
+    assert report["failed"] == 0
+    if concurrency == 1:
+        assert report["mean_batch"] == 1.0
+    else:
+        assert 1.0 <= report["mean_batch"] <= concurrency
+    assert 0 < report["encoder_busy"] <= 1.05  # one encoder thread: at most its own wall time
 
 
 def test_load_client_refuses_blocking_above_concurrency_one(load_client):
