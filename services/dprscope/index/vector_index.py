@@ -26,10 +26,10 @@ from dprscope.jobs import ProgressFn, ProgressTicker
 log = logging.getLogger(__name__)
 
 # Exhaustive search (flat indexes, IVF's coarse quantizer) scans row by row with SIMD for a few
-# queries and switches to BLAS matrix blocks for more. On 2 cores, 1 thread (bench/flat_search.py):
-# one query over 5,000 x 384 takes 0.46 ms scanned and 2.0-3.0 ms through BLAS, and over 200k x 384
-# 40 ms against 90 ms; from 3 queries on BLAS wins at 200k (nq 4: 97 against 170 ms), and a batch
-# of 64 scanned takes 5x as long. So the first BLAS_MIN_QUERIES - 1 queries are scanned.
+# queries and switches to BLAS matrix blocks for more. On 2 cores, 1 thread (bench/flat_search.py,
+# bench/RESULTS.md): one query over 5,000 x 384 takes 0.5 ms scanned and 1.5-3.0 ms through BLAS,
+# and over 200k x 384 40 ms against 90 ms; from 3 queries on BLAS wins at 200k (4 queries: 97
+# against 170 ms), and a batch of 64 scanned takes 4-10x as long. So 1 or 2 queries are scanned.
 BLAS_MIN_QUERIES = 3
 
 
