@@ -4,8 +4,9 @@ Why bf16 exists beside the ONNX int8 recipe: int8 speeds up the linear layers on
 passage length (~190 tokens) the fp32 attention around them is half of ORT's time, so int8
 passages stay at ~1.3x torch fp32 (bench/RESULTS.md "Encoder backends"). On CPUs with
 AMX-BF16 or AVX512-BF16 (Sapphire Rapids and later) and on GPUs, torch's bf16 autocast runs
-every matmul, attention included, in bf16: 2.1-3.0x passage throughput at batch 64 (2 / 1
-threads), cosine >= 0.9999 to fp32, top-10 overlap 0.993. Converting the weights themselves
+every matmul, attention included, in bf16: 1.7-2.5x passage throughput at batch 64 over the
+padding-free fp32 forward (2 / 1 threads; 2.1-3.0x over the library forward), cosine >= 0.9999
+to fp32, top-10 overlap 0.993. Converting the weights themselves
 to bf16 measured faster (2.3x) but cosine 0.996, so weights stay fp32 and only the compute drops to bf16; fingerprints,
 analysis hooks and checkpoints see the same fp32 model.
 
