@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import faiss
@@ -23,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
+from index_scale import latency
 
 from dprscope.index.vector_index import VectorIndex, blas_threshold
 
@@ -41,17 +41,6 @@ class _Pinned(VectorIndex):
     def __init__(self, index: faiss.Index, threshold: int) -> None:
         super().__init__(index, "flat", {})
         self._blas_threshold = threshold
-
-
-def _median_ms(index: VectorIndex, queries: np.ndarray, nq: int, repeats: int) -> float:
-    times = []
-    for r in range(repeats):
-        start = (r * nq) % (len(queries) - nq + 1)
-        batch = queries[start:start + nq]
-        t = time.perf_counter()
-        index.search(batch, 10)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
             for r in range(args.rounds):
                 order = list(setups) if r % 2 == 0 else list(reversed(setups))
                 for name in order:
-                    samples[name].append(_median_ms(setups[name], queries, nq, repeats))
+                    samples[name].append(latency(setups[name], queries, 10, nq, repeats) * 1e3)
             ms = {name: statistics.median(v) for name, v in samples.items()}
             ours = ms["dprscope"]
             rows.append([size, nq, *(f"{v:.2f}" for v in ms.values()),

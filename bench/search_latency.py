@@ -66,8 +66,8 @@ def _service_row(name: str, c: int, report: dict, p50_ratio: float, qps_ratio: f
     return [name, c, f"{p50:.2f}", f"{p99:.2f}", f"{report['qps']:.1f}", f"{p50_ratio:.2f}",
             f"{qps_ratio:.2f}", f"{report['total_ms']:.1f}", f"{report['queue_ms']:.1f}",
             f"{report['encode_ms']:.1f} / {report['search_ms']:.1f} / {report['fetch_ms']:.1f}",
-            f"{report['client_cpu_ms_per_request']:.2f}", f"{report.get('mean_batch', 0):.1f}",
-            f"{report.get('encoder_busy', 0):.2f}", report["failed"]]
+            f"{report['client_cpu_ms_per_request']:.2f}", f"{report['mean_batch']:.1f}",
+            f"{report['encoder_busy']:.2f}", report["failed"]]
 
 
 def _pooled(reports: list[dict]) -> dict:
@@ -75,8 +75,7 @@ def _pooled(reports: list[dict]) -> dict:
               "qps": statistics.mean(r["qps"] for r in reports), "failed": sum(r["failed"] for r in reports)}
     for key in ("total_ms", "queue_ms", "encode_ms", "search_ms", "fetch_ms", "client_cpu_ms_per_request",
                 "mean_batch", "encoder_busy"):
-        if all(key in r for r in reports):
-            pooled[key] = statistics.median(r[key] for r in reports)
+        pooled[key] = statistics.median(r[key] for r in reports)
     return pooled
 
 

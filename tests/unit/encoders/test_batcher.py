@@ -251,4 +251,3 @@ def test_the_wait_for_company_ends_at_max_wait():
         assert enc.batches == [["alone"]]
     finally:
         batcher.stop()
-
